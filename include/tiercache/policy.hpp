@@ -1,0 +1,110 @@
+// Admission and eviction for a tier, behind one interface so policies can be compared.
+//
+// Shuffled epochs defeat LRU: with room for a fraction f of the dataset, each epoch evicts
+// what the next one needs before it comes round, and the hit rate falls towards f^2/2. The
+// default, NoEvictPolicy, admits while there is room and never evicts on a miss (CoorDL's
+// MinIO), so every epoch after the first hits a fraction f. LruPolicy stays for comparison.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "catalog.hpp"
+
+namespace tiercache {
+
+class Policy {
+public:
+    virtual ~Policy() = default;
+    virtual std::string_view name() const = 0;
+
+    // A resident sample was read. May be called from any thread, at any time.
+    virtual void on_hit(SampleId) {}
+
+    // The calls below come from the tier with its placement lock held, one at a time.
+
+    // A missing sample of `bytes` was read and the tier has `free_bytes` of room: bring it in?
+    virtual bool admit(SampleId id, std::uint64_t bytes, std::uint64_t free_bytes) = 0;
+    // The resident sample to evict next to make room, or none: then the sample stays out.
+    virtual std::optional<SampleId> victim() = 0;
+    virtual void on_insert(SampleId id) = 0;
+    virtual void on_evict(SampleId id) = 0;
+};
+
+// Admit while there is room; once full, keep what is there (scan-resistant).
+class NoEvictPolicy final : public Policy {
+public:
+    std::string_view name() const override { return "noevict"; }
+    bool admit(SampleId, std::uint64_t bytes, std::uint64_t free_bytes) override { return bytes <= free_bytes; }
+    std::optional<SampleId> victim() override { return std::nullopt; }
+    void on_insert(SampleId) override {}
+    void on_evict(SampleId) override {}
+};
+
+// Least recently used, as the kernel page cache roughly is: the baseline to beat.
+// An intrusive list over sample ids: 8 bytes per sample, no allocation per hit.
+class LruPolicy final : public Policy {
+public:
+    explicit LruPolicy(std::size_t sample_count) : prev_(sample_count, kNone), next_(sample_count, kNone), linked_(sample_count, 0) {}
+
+    std::string_view name() const override { return "lru"; }
+    void on_hit(SampleId id) override {
+        std::lock_guard lock(mutex_);
+        if (!linked_[id]) return;  // evicted meanwhile
+        unlink(id);
+        push_front(id);
+    }
+    bool admit(SampleId, std::uint64_t, std::uint64_t) override { return true; }
+    std::optional<SampleId> victim() override {
+        std::lock_guard lock(mutex_);
+        if (tail_ == kNone) return std::nullopt;
+        return tail_;
+    }
+    void on_insert(SampleId id) override {
+        std::lock_guard lock(mutex_);
+        if (!linked_[id]) push_front(id);
+    }
+    void on_evict(SampleId id) override {
+        std::lock_guard lock(mutex_);
+        if (linked_[id]) unlink(id);
+    }
+
+private:
+    static constexpr SampleId kNone = 0xFFFF'FFFF;
+
+    void push_front(SampleId id) {  // mutex_ held
+        prev_[id] = kNone;
+        next_[id] = head_;
+        if (head_ != kNone) prev_[head_] = id;
+        head_ = id;
+        if (tail_ == kNone) tail_ = id;
+        linked_[id] = 1;
+    }
+    void unlink(SampleId id) {  // mutex_ held
+        if (prev_[id] != kNone) next_[prev_[id]] = next_[id]; else head_ = next_[id];
+        if (next_[id] != kNone) prev_[next_[id]] = prev_[id]; else tail_ = prev_[id];
+        linked_[id] = 0;
+    }
+
+    // Lock order: the tier's placement lock, then mutex_ (on_hit takes mutex_ alone).
+    std::mutex mutex_;
+    std::vector<SampleId> prev_, next_;  // protected by mutex_
+    std::vector<std::uint8_t> linked_;   // protected by mutex_
+    SampleId head_ = kNone, tail_ = kNone;  // protected by mutex_: most and least recent
+};
+
+inline constexpr std::string_view kPolicyNames = "noevict, lru";
+
+// Throws std::invalid_argument naming an unknown policy.
+inline std::unique_ptr<Policy> make_policy(std::string_view name, std::size_t sample_count) {
+    if (name == "noevict") return std::make_unique<NoEvictPolicy>();
+    if (name == "lru") return std::make_unique<LruPolicy>(sample_count);
+    throw std::invalid_argument("unknown policy '" + std::string(name) + "' (use " + std::string(kPolicyNames) + ")");
+}
+
+}  // namespace tiercache

@@ -1,0 +1,17 @@
+// tiercache: a tiered-memory dataset cache for deep-learning training. Include this.
+#pragma once
+#include "cache.hpp"
+#include "catalog.hpp"
+#include "config.hpp"
+#include "error.hpp"
+#include "log.hpp"
+#include "origin.hpp"
+#include "policy.hpp"
+#include "sample_ref.hpp"
+#include "segment.hpp"
+#include "size.hpp"
+#include "stats.hpp"
+
+namespace tiercache {
+inline constexpr const char* version() { return TIERCACHE_VERSION; }
+}  // namespace tiercache
