@@ -1,0 +1,93 @@
+// The mount: a read-only view of the origin, served through the cache.
+//
+// Each FUSE operation is a do_x() that returns an errno (0 on success) and fills its result,
+// and a thin static x() that only replies. Few requests per file read, since each costs a
+// cross-CPU wakeup (~120 us here): readdirplus and day-long entry/attr timeouts remove
+// LOOKUP/GETATTR, no-open support removes OPEN/RELEASE, and ENOSYS on FLUSH removes it. A file
+// is then one READ per 128 KiB the first time and, with the kernel cache on, no request later.
+#pragma once
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <sys/stat.h>
+
+#include <fuse_lowlevel.h>
+#include <nlohmann/json.hpp>
+#include <tiercache/cache.hpp>
+
+#include "control_folder.hpp"
+#include "inodes.hpp"
+
+namespace tiercache::fuse {
+
+// Requests counted per operation, for the stats file and the note on requests per read.
+enum class Op { init, lookup, forget, getattr, readdir, readdirplus, opendir, open, read, release, statfs, write_denied, count };
+inline constexpr std::array<const char*, static_cast<std::size_t>(Op::count)> kOpNames = {
+    "init", "lookup", "forget", "getattr", "readdir", "readdirplus", "opendir", "open", "read", "release", "statfs", "write_denied"};
+
+struct MountOptions {
+    // Let the kernel keep file pages (fast warm reads, no request at all) or send every read
+    // to us (direct I/O: what the tier and its policy see is every read).
+    bool kernel_cache = true;
+    double entry_timeout_s = 86400;  // the data is read-only: cache names and attributes a day
+};
+
+class Filesystem {
+public:
+    Filesystem(Cache& cache, MountOptions options);
+
+    static const fuse_lowlevel_ops& operations();
+
+    nlohmann::json stats_json() const;
+
+private:
+    // The operations: an errno back, results through the out-parameters.
+    void do_init(fuse_conn_info* conn);
+    int do_lookup(fuse_ino_t parent, const char* name, fuse_entry_param& out);
+    int do_getattr(fuse_ino_t ino, struct stat& out) const;
+    int do_readdir(fuse_req_t req, fuse_ino_t ino, std::size_t size, off_t offset, bool plus, std::string& out);
+    int do_open(fuse_ino_t ino, fuse_file_info& fi) const;
+    int do_opendir(fuse_ino_t ino, fuse_file_info& fi) const;
+    int do_read(fuse_ino_t ino, std::size_t size, off_t offset, Chunk& out, std::shared_ptr<const std::string>& keep);
+    int do_statfs(struct statvfs& out) const;
+    void do_forget(fuse_ino_t ino, std::uint64_t nlookup);
+
+    // The thin replies.
+    static void init(void* userdata, fuse_conn_info* conn);
+    static void lookup(fuse_req_t req, fuse_ino_t parent, const char* name);
+    static void forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup);
+    static void forget_multi(fuse_req_t req, size_t count, fuse_forget_data* forgets);
+    static void getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+    static void readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi);
+    static void readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi);
+    static void opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+    static void open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+    static void read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi);
+    static void release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+    static void statfs(fuse_req_t req, fuse_ino_t ino);
+    static void deny_write(fuse_req_t req);
+
+    static Filesystem& self(fuse_req_t req) { return *static_cast<Filesystem*>(fuse_req_userdata(req)); }
+    void count(Op op) { requests_[static_cast<std::size_t>(op)].fetch_add(1, std::memory_order_relaxed); }
+
+    struct stat dir_attr(DirId d) const;
+    struct stat sample_attr(SampleId id) const;
+    struct stat control_dir_attr() const;
+    struct stat snapshot_attr(fuse_ino_t ino, std::size_t size) const;
+    fuse_entry_param entry(fuse_ino_t ino, const struct stat& attr, double timeout) const;
+    fuse_ino_t new_stats_snapshot(struct stat& attr);
+
+    Cache& cache_;
+    const MountOptions options_;
+    const uid_t uid_;
+    const gid_t gid_;
+    const std::chrono::steady_clock::time_point started_;
+    std::atomic<bool> no_open_{false};     // the kernel handles opens itself (set once, at init)
+    std::atomic<bool> no_opendir_{false};
+    ControlFolder control_;
+    std::array<std::atomic<std::uint64_t>, static_cast<std::size_t>(Op::count)> requests_{};
+};
+
+}  // namespace tiercache::fuse

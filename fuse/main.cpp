@@ -1,0 +1,148 @@
+// tiercache-fuse ORIGIN MOUNTPOINT [options]: mounts ORIGIN read-only through the cache.
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <dirent.h>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <sys/stat.h>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <fuse_lowlevel.h>
+#include <tiercache/tiercache.hpp>
+
+#include "filesystem.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Options {
+    std::string origin;
+    std::string mountpoint;
+    bool foreground = false;
+    bool debug = false;
+    std::string dram = "10%";
+    std::string policy = "noevict";
+    std::string kernel_cache = "on";
+    std::string segment_dir = "/dev/shm";
+    std::string log_file;
+    unsigned threads = 4;
+};
+
+[[noreturn]] void die(const std::string& message) {
+    std::fprintf(stderr, "tiercache-fuse: %s\n", message.c_str());
+    std::exit(1);
+}
+
+// A mount over a non-empty directory would hide its files: refuse, as mount(8) users expect.
+void check_mountpoint(const std::string& path) {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) die("mountpoint '" + path + "': " + std::strerror(errno));
+    if (!S_ISDIR(st.st_mode)) die("mountpoint '" + path + "': not a directory");
+    DIR* dir = ::opendir(path.c_str());
+    if (dir == nullptr) die("mountpoint '" + path + "': " + std::strerror(errno));
+    bool empty = true;
+    while (const dirent* e = ::readdir(dir)) {
+        if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) { empty = false; break; }
+    }
+    ::closedir(dir);
+    if (!empty) die("mountpoint '" + path + "': not empty");
+}
+
+// Frees what libfuse gave us on every way out of main().
+struct Session {
+    fuse_session* se = nullptr;
+    bool mounted = false;
+    bool handlers = false;
+    ~Session() {
+        if (se == nullptr) return;
+        if (handlers) fuse_remove_signal_handlers(se);
+        if (mounted) fuse_session_unmount(se);
+        fuse_session_destroy(se);
+    }
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    Options opt;
+    CLI::App app{"Mounts ORIGIN read-only at MOUNTPOINT, served through the tiercache cache.", "tiercache-fuse"};
+    app.set_version_flag("--version", std::string("tiercache-fuse ") + TIERCACHE_VERSION);
+    app.add_option("ORIGIN", opt.origin, "the dataset directory (never written)")->required();
+    app.add_option("MOUNTPOINT", opt.mountpoint, "an empty directory to mount on")->required();
+    app.add_flag("-f,--foreground", opt.foreground, "stay in the foreground (log to stderr)");
+    app.add_flag("-d,--debug", opt.debug, "print every FUSE request (implies -f)");
+    app.add_option("--dram", opt.dram, "dram tier size: 512MiB, 2GiB, or 10% of RAM")->capture_default_str();
+    app.add_option("--policy", opt.policy, "admission/eviction: noevict (scan-resistant) or lru")->capture_default_str();
+    app.add_option("--kernel-cache", opt.kernel_cache,
+                   "on: the kernel keeps file pages (warm reads need no request); off: every read reaches the cache")
+        ->check(CLI::IsMember({"on", "off"}))
+        ->capture_default_str();
+    app.add_option("--threads", opt.threads, "FUSE worker threads at most")->check(CLI::Range(1u, 256u))->capture_default_str();
+    app.add_option("--segment-dir", opt.segment_dir, "where the cache's memory segment lives (a tmpfs)")->capture_default_str();
+    app.add_option("--log", opt.log_file, "append log lines to this file (default: stderr, lost once daemonized)");
+    CLI11_PARSE(app, argc, argv);
+    if (opt.debug) opt.foreground = true;
+
+    if (!opt.log_file.empty()) {
+        std::FILE* log = std::fopen(opt.log_file.c_str(), "a");
+        if (log == nullptr) die("--log '" + opt.log_file + "': " + std::strerror(errno));
+        tiercache::set_log_file(log);
+    }
+
+    // Everything that can fail on bad input fails here, before mounting, with a clear message.
+    std::error_code ec;
+    if (!fs::exists(opt.origin, ec)) die("origin '" + opt.origin + "': no such directory");
+    if (!fs::is_directory(opt.origin, ec)) die("origin '" + opt.origin + "': not a directory");
+    check_mountpoint(opt.mountpoint);
+    const std::string origin = fs::canonical(opt.origin).string();
+    const std::string mountpoint = fs::canonical(opt.mountpoint).string();  // fuse_daemonize() moves to /
+    if (origin == mountpoint || mountpoint.starts_with(origin + "/"))
+        die("mountpoint '" + mountpoint + "' lies inside the origin '" + origin + "'");
+
+    const auto config = tiercache::Config{}.origin(origin).dram(opt.dram).policy(opt.policy).segment_dir(opt.segment_dir);
+    std::unique_ptr<tiercache::Cache> cache;
+    try {
+        config.validate();
+        cache = std::make_unique<tiercache::Cache>(config);
+    } catch (const std::exception& e) {
+        die(e.what());
+    }
+
+    tiercache::fuse::Filesystem filesystem(*cache, {.kernel_cache = opt.kernel_cache == "on"});
+
+    // The mount is read-only at the VFS ("ro"), and the kernel checks permissions itself.
+    std::vector<std::string> fuse_argv = {"tiercache-fuse", "-o", "ro,default_permissions,fsname=tiercache,subtype=tiercache"};
+    if (opt.debug) fuse_argv.push_back("-d");
+    std::vector<char*> fuse_argp;
+    for (auto& a : fuse_argv) fuse_argp.push_back(a.data());
+    fuse_args args = FUSE_ARGS_INIT(static_cast<int>(fuse_argp.size()), fuse_argp.data());
+
+    Session session;
+    const auto& ops = tiercache::fuse::Filesystem::operations();
+    session.se = fuse_session_new(&args, &ops, sizeof ops, &filesystem);
+    if (session.se == nullptr) die("cannot create the FUSE session");
+    if (fuse_set_signal_handlers(session.se) != 0) die("cannot install signal handlers");
+    session.handlers = true;  // SIGINT, SIGTERM and SIGHUP end the loop; we then unmount
+    if (fuse_session_mount(session.se, mountpoint.c_str()) != 0) die("cannot mount on '" + mountpoint + "'");
+    session.mounted = true;
+    tiercache::log(tiercache::LogLevel::info, "mounted ", origin, " at ", mountpoint);
+
+    if (fuse_daemonize(opt.foreground ? 1 : 0) != 0) die("cannot go to the background");
+
+    fuse_loop_config* loop = fuse_loop_cfg_create();
+    fuse_loop_cfg_set_clone_fd(loop, 1);  // one /dev/fuse queue per worker
+    fuse_loop_cfg_set_max_threads(loop, opt.threads);
+    fuse_loop_cfg_set_idle_threads(loop, opt.threads);
+    const int rc = fuse_session_loop_mt(session.se, loop);
+    fuse_loop_cfg_destroy(loop);
+    // libfuse reports the signal that ended the loop as its result: that is a clean stop.
+    const bool clean = rc == 0 || rc == SIGINT || rc == SIGTERM || rc == SIGHUP;
+    tiercache::log(clean ? tiercache::LogLevel::info : tiercache::LogLevel::error, "unmounting ", mountpoint,
+                   clean ? "" : " after an error in the FUSE loop (" + std::to_string(rc) + ")");
+    return clean ? 0 : 1;
+}
