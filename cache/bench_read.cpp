@@ -1,0 +1,96 @@
+// Epoch e reads the files in the order of a Fisher-Yates shuffle seeded by (seed, e),
+// applied to the byte-sorted listing: the same order for the same tree on every machine,
+// so a run over the origin and a run over the mount can read in exactly the same order.
+#include "bench_read.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "file_list.hpp"
+#include "human.hpp"
+#include "prng.hpp"
+#include "progress.hpp"
+#include "read_files.hpp"
+
+namespace tiercache::cli {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string hex64(std::uint64_t value) {
+    char text[24];
+    std::snprintf(text, sizeof text, "0x%016llx", static_cast<unsigned long long>(value));
+    return text;
+}
+
+}  // namespace
+
+int run_bench_read(const BenchReadOptions& options) {
+    std::vector<fs::path> sorted;
+    for (auto& file : list_files(options.dir, options.dir / ".tiercache", /*with_sizes=*/false))
+        sorted.push_back(std::move(file.path));
+    if (!options.json)
+        std::printf("bench read: %s files under %s, %u readers, seed %llu, %llu epoch%s\n",
+                    with_commas(sorted.size()).c_str(), quoted(options.dir).c_str(), options.readers,
+                    static_cast<unsigned long long>(options.seed),
+                    static_cast<unsigned long long>(options.epochs), options.epochs == 1 ? "" : "s");
+
+    bool any_failed = false;
+    for (std::uint64_t epoch = 0; epoch < options.epochs; ++epoch) {
+        std::vector<fs::path> order = sorted;
+        Rng rng = Rng::stream(options.seed, kShuffleStream, epoch);
+        shuffle(order, rng);
+
+        LiveCounts live;
+        const auto start = std::chrono::steady_clock::now();
+        auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
+        ReadTotals totals;
+        {
+            ProgressLine progress(options.progress, [&] {
+                const auto files = live.files.load();
+                return "epoch " + std::to_string(epoch) + ": " + with_commas(files) + "/" +
+                       with_commas(order.size()) + " files, " +
+                       rounded(static_cast<double>(files) / std::max(elapsed(), 1e-3)) + " files/s";
+            });
+            totals = read_files(order, options.readers, options.verify, live);
+            progress.finish();
+        }
+        const double seconds = elapsed();
+        const double files_per_s = static_cast<double>(totals.files) / seconds;
+        const double mb_per_s = static_cast<double>(totals.bytes) / 1e6 / seconds;
+
+        if (options.json) {
+            nlohmann::ordered_json line{{"epoch", epoch},
+                                        {"files", totals.files},
+                                        {"bytes", totals.bytes},
+                                        {"errors", totals.failed},
+                                        {"seconds", seconds},
+                                        {"files_per_s", files_per_s},
+                                        {"mb_per_s", mb_per_s},
+                                        {"readers", options.readers},
+                                        {"seed", options.seed}};
+            if (options.verify) line["digest"] = hex64(totals.digest_sum);
+            std::printf("%s\n", line.dump().c_str());
+        } else {
+            std::printf("epoch %llu: %s files, %s, %.3f s, %s files/s, %s MB/s", static_cast<unsigned long long>(epoch),
+                        with_commas(totals.files).c_str(), human_bytes(static_cast<double>(totals.bytes)).c_str(),
+                        seconds, rounded(files_per_s).c_str(), rounded(mb_per_s).c_str());
+            if (options.verify) std::printf(", digest %s", hex64(totals.digest_sum).c_str());
+            if (totals.failed) std::printf(", %s FAILED", with_commas(totals.failed).c_str());
+            std::printf("\n");
+        }
+        std::fflush(stdout);
+        if (totals.failed) {
+            any_failed = true;
+            print_failures("tiercache bench read", totals);
+        }
+    }
+    return any_failed ? 1 : 0;
+}
+
+}  // namespace tiercache::cli

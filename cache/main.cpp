@@ -1,0 +1,106 @@
+// `tiercache`: the companion command of tiercache-fuse. This file only wires the command
+// line (CLI11) to one function per subcommand; each lives in its own source file.
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <cstdio>
+#include <exception>
+#include <string>
+
+#include "bench_read.hpp"
+#include "gen.hpp"
+#include "stats_cmd.hpp"
+#include "warm.hpp"
+
+using namespace tiercache::cli;
+
+namespace {
+
+// CLI11 converts "-1" to an unsigned option by wrapping it to 2^64 - 1; refuse it instead.
+const CLI::Validator kNotNegative(
+    [](std::string& value) { return value.starts_with('-') ? "'" + value + "' is negative" : std::string(); },
+    "NOT NEGATIVE");
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"tiercache: the companion tool of tiercache-fuse (mount stats, cache warming, "
+                 "synthetic datasets, benchmarks)"};
+    app.set_version_flag("--version", std::string("tiercache ") + TIERCACHE_VERSION);
+    app.require_subcommand(1);
+
+    GenOptions gen;
+    auto* gen_cmd = app.add_subcommand("gen", "Write a synthetic ImageNet-like dataset (class folders of JPEG-sized files)");
+    gen_cmd->add_option("DIR", gen.dir, "Directory to create (or an empty one)")->required();
+    // Ranges also reject "-3" (see kNotNegative).
+    gen_cmd->add_option("--files", gen.files, "Number of files")
+        ->capture_default_str()
+        ->check(CLI::Range(std::uint64_t{0}, kMaxGenFiles));
+    gen_cmd->add_option("--classes", gen.classes, "Number of class folders")
+        ->capture_default_str()
+        ->check(CLI::Range(std::uint64_t{1}, kMaxGenClasses));
+    gen_cmd->add_option("--seed", gen.seed, "Seed: the same seed gives the same bytes on every machine")
+        ->capture_default_str()
+        ->check(kNotNegative);
+    gen_cmd->add_flag("--force", gen.force, "Write into DIR even if it is not empty (same-named files are overwritten)");
+
+    StatsOptions stats;
+    auto* stats_cmd = app.add_subcommand("stats", "Show a mount's cache counters (from MOUNTPOINT/.tiercache/stats)");
+    stats_cmd->add_option("MOUNTPOINT", stats.mountpoint, "A tiercache-fuse mount point")->required();
+    stats_cmd->add_flag("--json", stats.json, "Print the stats JSON itself");
+
+    WarmOptions warm;
+    auto* warm_cmd = app.add_subcommand("warm", "Read files through a mount so that the cache holds them");
+    warm_cmd->add_option("MOUNTPOINT", warm.mountpoint, "A tiercache-fuse mount point")->required();
+    warm_cmd->add_option("PATHS", warm.paths, "Files or folders to warm, relative to MOUNTPOINT (default: all)");
+    warm_cmd->add_option("--readers", warm.readers, "Reader threads")->capture_default_str()->check(CLI::Range(1, 1024));
+
+    auto* bench_cmd = app.add_subcommand("bench", "Benchmarks");
+    bench_cmd->require_subcommand(1);
+    BenchReadOptions bench_read;
+    auto* bench_read_cmd = bench_cmd->add_subcommand(
+        "read", "Read every file under DIR whole, in a seeded shuffled order per epoch, with N threads");
+    bench_read_cmd->add_option("DIR", bench_read.dir, "Dataset directory or mount point")->required();
+    bench_read_cmd->add_option("--readers", bench_read.readers, "Reader threads")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 1024));
+    bench_read_cmd->add_option("--seed", bench_read.seed, "Shuffle seed (epoch e uses (seed, e))")
+        ->capture_default_str()
+        ->check(kNotNegative);
+    bench_read_cmd->add_option("--epochs", bench_read.epochs, "Number of epochs")
+        ->capture_default_str()
+        ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{1'000'000}));
+    bench_read_cmd->add_flag("--verify", bench_read.verify,
+                             "Print the sum of the files' XXH3-64 (order-independent) to compare two trees");
+    bench_read_cmd->add_flag("--progress", bench_read.progress, "Show a live progress line on stderr");
+    bench_read_cmd->add_flag("--json", bench_read.json, "Print one JSON object per epoch on stdout");
+
+    CLI11_PARSE(app, argc, argv);
+
+    // Errors are reported as "tiercache <command>: <what went wrong>" with exit status 1.
+    std::string command = "tiercache";
+    try {
+        if (*gen_cmd) {
+            command += " gen";
+            run_gen(gen);
+            return 0;
+        }
+        if (*stats_cmd) {
+            command += " stats";
+            run_stats(stats);
+            return 0;
+        }
+        if (*warm_cmd) {
+            command += " warm";
+            return run_warm(warm);
+        }
+        if (*bench_read_cmd) {
+            command += " bench read";
+            return run_bench_read(bench_read);
+        }
+    } catch (const std::exception& e) {
+        std::fflush(stdout);
+        std::fprintf(stderr, "%s: %s\n", command.c_str(), e.what());
+        return 1;
+    }
+    return 1;  // unreachable: CLI11 requires one subcommand
+}

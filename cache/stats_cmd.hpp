@@ -1,0 +1,16 @@
+// `tiercache stats`: the counters of a running mount, from MOUNTPOINT/.tiercache/stats.
+#pragma once
+
+#include <filesystem>
+
+namespace tiercache::cli {
+
+struct StatsOptions {
+    std::filesystem::path mountpoint;
+    bool json = false;  // print the JSON itself (pretty) instead of the report
+};
+
+// Throws std::runtime_error when the mount or its stats cannot be read.
+void run_stats(const StatsOptions& options);
+
+}  // namespace tiercache::cli

@@ -1,0 +1,111 @@
+#include "warm.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <stdexcept>
+#include <string>
+
+#include "file_list.hpp"
+#include "human.hpp"
+#include "progress.hpp"
+#include "read_files.hpp"
+
+namespace tiercache::cli {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// A PATHS argument as a path inside the mount: relative ones are taken from the mount
+// point (not the working directory), absolute ones must lie inside it.
+fs::path resolve_inside(const fs::path& mount, const fs::path& path) {
+    if (path.is_relative()) return mount / path;
+    const fs::path relative = path.lexically_normal().lexically_relative(mount);
+    if (relative.empty() || *relative.begin() == "..")
+        throw std::runtime_error(quoted(path) + " is not inside the mount " + quoted(mount));
+    return path;
+}
+
+std::string progress_bar(double fraction) {
+    constexpr std::size_t kWidth = 24;
+    const auto filled = static_cast<std::size_t>(std::clamp(fraction, 0.0, 1.0) * kWidth);
+    std::string bar(kWidth + 2, '.');
+    bar.front() = '[';
+    bar.back() = ']';
+    bar.replace(1, filled, filled, '#');
+    return bar;
+}
+
+}  // namespace
+
+int run_warm(const WarmOptions& options) {
+    std::error_code ec;
+    const fs::path mount = fs::absolute(options.mountpoint, ec).lexically_normal();
+    const fs::file_status status = fs::status(mount, ec);
+    if (ec) throw std::runtime_error("cannot read " + quoted(options.mountpoint) + ": " + ec.message());
+    if (!fs::is_directory(status)) throw std::runtime_error(quoted(options.mountpoint) + " is not a directory");
+    const fs::path control = mount / ".tiercache";
+    if (!fs::exists(control / "stats", ec))
+        std::fprintf(stderr,
+                     "tiercache warm: note: %s is not a tiercache mount; reading it anyway "
+                     "(that fills only the kernel page cache)\n",
+                     quoted(options.mountpoint).c_str());
+
+    std::vector<fs::path> roots;
+    for (const auto& path : options.paths) roots.push_back(resolve_inside(mount, path));
+    if (roots.empty()) roots.push_back(mount);
+
+    std::vector<ListedFile> listed;
+    for (const auto& root : roots) {
+        auto files = list_files(root, control, /*with_sizes=*/true);
+        listed.insert(listed.end(), std::make_move_iterator(files.begin()), std::make_move_iterator(files.end()));
+    }
+    // Overlapping PATHS would read a file twice; sort (byte order) and drop repeats.
+    std::sort(listed.begin(), listed.end(),
+              [](const ListedFile& a, const ListedFile& b) { return a.path.native() < b.path.native(); });
+    listed.erase(std::unique(listed.begin(), listed.end(),
+                             [](const ListedFile& a, const ListedFile& b) { return a.path == b.path; }),
+                 listed.end());
+
+    std::vector<fs::path> paths;
+    std::uint64_t total_bytes = 0;
+    for (auto& file : listed) {
+        total_bytes += file.size;
+        paths.push_back(std::move(file.path));
+    }
+
+    LiveCounts live;
+    const auto start = std::chrono::steady_clock::now();
+    auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
+    ReadTotals totals;
+    {
+        ProgressLine progress(stderr_is_terminal(), [&] {
+            const double bytes = static_cast<double>(live.bytes.load());
+            const double rate = bytes / std::max(elapsed(), 1e-3);
+            const double fraction = total_bytes > 0 ? bytes / static_cast<double>(total_bytes) : 0.0;
+            const double eta = rate > 0 ? (static_cast<double>(total_bytes) - bytes) / rate : -1;
+            char percent[8];
+            std::snprintf(percent, sizeof percent, "%3.0f%%", 100 * fraction);
+            std::string line = progress_bar(fraction) + " " + percent + "  " + with_commas(live.files.load()) +
+                               "/" + with_commas(paths.size()) + " files  " + human_bytes(bytes) + "/" +
+                               human_bytes(static_cast<double>(total_bytes)) + "  " + human_bytes(rate) +
+                               "/s  ETA " + human_duration(std::max(eta, 0.0));
+            if (const auto failures = live.failures.load()) line += "  " + with_commas(failures) + " failed";
+            return line;
+        });
+        totals = read_files(paths, options.readers, /*digest=*/false, live);
+        progress.finish();
+    }
+    const double seconds = elapsed();
+
+    std::printf("tiercache warm: read %s files, %s in %.1f s (%s/s)\n", with_commas(totals.files).c_str(),
+                human_bytes(static_cast<double>(totals.bytes)).c_str(), seconds,
+                human_bytes(static_cast<double>(totals.bytes) / std::max(seconds, 1e-3)).c_str());
+    if (totals.failed == 0) return 0;
+    std::fflush(stdout);
+    print_failures("tiercache warm", totals);
+    return 1;
+}
+
+}  // namespace tiercache::cli
