@@ -39,6 +39,7 @@ int run_bench_read(const BenchReadOptions& options) {
                     with_commas(sorted.size()).c_str(), quoted(options.dir).c_str(), options.readers,
                     static_cast<unsigned long long>(options.seed),
                     static_cast<unsigned long long>(options.epochs), options.epochs == 1 ? "" : "s");
+    std::fflush(stdout);  // before any progress line on stderr
 
     bool any_failed = false;
     for (std::uint64_t epoch = 0; epoch < options.epochs; ++epoch) {
@@ -51,7 +52,8 @@ int run_bench_read(const BenchReadOptions& options) {
         auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
         ReadTotals totals;
         {
-            ProgressLine progress(options.progress, [&] {
+            // A live line is for a person: into a log it would only add noise.
+            ProgressLine progress(options.progress && stderr_is_terminal(), [&] {
                 const auto files = live.files.load();
                 return "epoch " + std::to_string(epoch) + ": " + with_commas(files) + "/" +
                        with_commas(order.size()) + " files, " +

@@ -71,7 +71,7 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{1'000'000}));
     bench_read_cmd->add_flag("--verify", bench_read.verify,
                              "Print the sum of the files' XXH3-64 (order-independent) to compare two trees");
-    bench_read_cmd->add_flag("--progress", bench_read.progress, "Show a live progress line on stderr");
+    bench_read_cmd->add_flag("--progress", bench_read.progress, "Show a live progress line on stderr (if it is a terminal)");
     bench_read_cmd->add_flag("--json", bench_read.json, "Print one JSON object per epoch on stdout");
 
     CLI11_PARSE(app, argc, argv);
