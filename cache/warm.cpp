@@ -46,7 +46,11 @@ int run_warm(const WarmOptions& options) {
     if (ec) throw std::runtime_error("cannot read " + quoted(options.mountpoint) + ": " + ec.message());
     if (!fs::is_directory(status)) throw std::runtime_error(quoted(options.mountpoint) + " is not a directory");
     const fs::path control = mount / ".tiercache";
-    if (!fs::exists(control / "stats", ec))
+    const bool is_mount = fs::exists(control / "stats", ec);
+    if (ec)  // e.g. ENOTCONN from a mount whose daemon died: pages the kernel kept still read
+        std::fprintf(stderr, "tiercache warm: note: cannot read %s (%s); reading the files anyway\n",
+                     quoted(control / "stats").c_str(), ec.message().c_str());
+    else if (!is_mount)
         std::fprintf(stderr,
                      "tiercache warm: note: %s is not a tiercache mount; reading it anyway "
                      "(that fills only the kernel page cache)\n",
