@@ -1,6 +1,7 @@
 // `tiercache`: the companion command of tiercache-fuse. This file only wires the command
 // line (CLI11) to one function per subcommand; each lives in its own source file.
 #include <CLI/CLI.hpp>
+#include <tiercache/version.hpp>
 #include <cstdint>
 #include <cstdio>
 #include <exception>

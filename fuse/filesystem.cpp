@@ -8,6 +8,7 @@
 #include <vector>
 
 #include <tiercache/log.hpp>
+#include <tiercache/version.hpp>
 
 namespace tiercache::fuse {
 
@@ -299,7 +300,7 @@ void Filesystem::init(void* userdata, fuse_conn_info* conn) {
 
 void Filesystem::lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
     Filesystem& fs = self(req);
-    fs.count(Op::lookup);
+    fs.count(Op::lookup, parent == kRootIno && std::string_view(name) == kControlDirName ? kControlDirIno : parent);
     fuse_entry_param e{};
     if (const int err = fs.do_lookup(parent, name, e)) fuse_reply_err(req, err);
     else if (fuse_reply_entry(req, &e) != 0 && e.ino != 0) fs.do_forget(e.ino, 1);  // the kernel never got it
@@ -307,7 +308,7 @@ void Filesystem::lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
 
 void Filesystem::forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
     Filesystem& fs = self(req);
-    fs.count(Op::forget);
+    fs.count(Op::forget, ino);
     fs.do_forget(ino, nlookup);
     fuse_reply_none(req);
 }
@@ -321,7 +322,7 @@ void Filesystem::forget_multi(fuse_req_t req, size_t count, fuse_forget_data* fo
 
 void Filesystem::getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
     Filesystem& fs = self(req);
-    fs.count(Op::getattr);
+    fs.count(Op::getattr, ino);
     struct stat st {};
     if (const int err = fs.do_getattr(ino, st)) fuse_reply_err(req, err);
     else fuse_reply_attr(req, &st, fs.options_.entry_timeout_s);
@@ -329,7 +330,7 @@ void Filesystem::getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
 
 void Filesystem::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
     Filesystem& fs = self(req);
-    fs.count(Op::readdir);
+    fs.count(Op::readdir, ino);
     std::string buf;
     if (const int err = fs.do_readdir(req, ino, size, off, false, buf)) fuse_reply_err(req, err);
     else fuse_reply_buf(req, buf.data(), buf.size());
@@ -337,7 +338,7 @@ void Filesystem::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 void Filesystem::readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
     Filesystem& fs = self(req);
-    fs.count(Op::readdirplus);
+    fs.count(Op::readdirplus, ino);
     std::string buf;
     if (const int err = fs.do_readdir(req, ino, size, off, true, buf)) fuse_reply_err(req, err);
     else fuse_reply_buf(req, buf.data(), buf.size());
@@ -345,29 +346,29 @@ void Filesystem::readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t 
 
 void Filesystem::opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     Filesystem& fs = self(req);
-    fs.count(Op::opendir);
+    fs.count(Op::opendir, ino);
     if (const int err = fs.do_opendir(ino, *fi)) fuse_reply_err(req, err);
     else fuse_reply_open(req, fi);
 }
 
 void Filesystem::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     Filesystem& fs = self(req);
-    fs.count(Op::open);
+    fs.count(Op::open, ino);
     if (const int err = fs.do_open(ino, *fi)) fuse_reply_err(req, err);
     else fuse_reply_open(req, fi);
 }
 
 void Filesystem::read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
     Filesystem& fs = self(req);
-    fs.count(Op::read);
+    fs.count(Op::read, ino);
     Chunk chunk;                                // keeps tier bytes pinned until the reply is written
     std::shared_ptr<const std::string> keep;    // or a control snapshot alive
     if (const int err = fs.do_read(ino, size, off, chunk, keep)) fuse_reply_err(req, err);
     else fuse_reply_buf(req, reinterpret_cast<const char*>(chunk.bytes.data()), chunk.bytes.size());
 }
 
-void Filesystem::release(fuse_req_t req, fuse_ino_t, fuse_file_info*) {
-    self(req).count(Op::release);
+void Filesystem::release(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+    self(req).count(Op::release, ino);
     fuse_reply_err(req, 0);  // nothing is held per open file
 }
 

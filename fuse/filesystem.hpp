@@ -23,9 +23,11 @@
 namespace tiercache::fuse {
 
 // Requests counted per operation, for the stats file and the note on requests per read.
-enum class Op { init, lookup, forget, getattr, readdir, readdirplus, opendir, open, read, release, statfs, write_denied, count };
+// Requests on the control folder count as "control", so the others count data access only.
+enum class Op { init, lookup, forget, getattr, readdir, readdirplus, opendir, open, read, release, statfs, write_denied, control, count };
 inline constexpr std::array<const char*, static_cast<std::size_t>(Op::count)> kOpNames = {
-    "init", "lookup", "forget", "getattr", "readdir", "readdirplus", "opendir", "open", "read", "release", "statfs", "write_denied"};
+    "init", "lookup", "forget", "getattr", "readdir", "readdirplus", "opendir", "open", "read", "release", "statfs", "write_denied",
+    "control"};
 
 struct MountOptions {
     // Let the kernel keep file pages (fast warm reads, no request at all) or send every read
@@ -71,6 +73,8 @@ private:
 
     static Filesystem& self(fuse_req_t req) { return *static_cast<Filesystem*>(fuse_req_userdata(req)); }
     void count(Op op) { requests_[static_cast<std::size_t>(op)].fetch_add(1, std::memory_order_relaxed); }
+    static bool is_control(fuse_ino_t ino) { return ino == kControlDirIno || is_snapshot_ino(ino); }
+    void count(Op op, fuse_ino_t ino) { count(is_control(ino) ? Op::control : op); }
 
     struct stat dir_attr(DirId d) const;
     struct stat sample_attr(SampleId id) const;

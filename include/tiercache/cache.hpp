@@ -122,6 +122,12 @@ public:
         return dram_->admit(id, [&](std::span<std::byte> whole) { read_origin(id, 0, whole, true); });
     }
 
+    // The XXH3-64 checksum taken when the sample entered the dram tier; none if not resident.
+    std::optional<std::uint64_t> resident_checksum(SampleId id) {
+        check(id);
+        return dram_->checksum(id);
+    }
+
     Stats stats() const {
         Stats s;
         s.tiers.push_back(TierStats::from("dram", dram_->counters()));

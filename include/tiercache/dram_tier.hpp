@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <stdexcept>
 #include <vector>
@@ -109,8 +110,11 @@ public:
         return SampleRef({bytes, size}, &slot.pins);
     }
 
-    // The checksum taken when `id` entered; meaningful only while it is resident.
-    std::uint64_t checksum(SampleId id) const noexcept { return slots_[id].checksum; }
+    // The XXH3 checksum taken when `id` entered, if it is resident.
+    std::optional<std::uint64_t> checksum(SampleId id) noexcept {
+        if (SampleRef ref = pin(id)) return slots_[id].checksum;
+        return std::nullopt;
+    }
 
     Policy& policy() noexcept { return *policy_; }
     TierCounters& counters() noexcept { return *counters_; }

@@ -11,6 +11,7 @@
 #include "segment.hpp"
 #include "size.hpp"
 #include "stats.hpp"
+#include "version.hpp"
 
 namespace tiercache {
 inline constexpr const char* version() { return TIERCACHE_VERSION; }

@@ -1,0 +1,296 @@
+// Tests that really mount: every one runs tiercache-fuse on a temporary origin, and its Mount
+// unmounts on every way out (see support.hpp); the ctest fixture checks none is left.
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <random>
+#include <sys/xattr.h>
+#include <thread>
+
+#include "support.hpp"
+
+namespace {
+
+using test::fs::path;
+
+// Reads every file of `names` through `root_a` and `root_b` in a shuffled order with
+// `threads` readers; returns how many differ or fail.
+std::size_t compare_shuffled(const path& mounted, const path& origin, std::vector<std::string> names, int threads, std::uint64_t seed) {
+    std::shuffle(names.begin(), names.end(), std::mt19937_64(seed));
+    std::atomic<std::size_t> next{0}, bad{0};
+    std::vector<std::thread> readers;
+    for (int t = 0; t < threads; ++t)
+        readers.emplace_back([&] {
+            for (std::size_t i; (i = next++) < names.size();) {
+                const auto got = test::read_file(mounted / names[i]);
+                if (got.error != 0 || got.bytes != test::slurp(origin / names[i])) {
+                    ++bad;
+                    UNSCOPED_INFO("mismatch or error (" << std::strerror(got.error) << ") on '" << names[i] << "'");
+                }
+            }
+        });
+    for (auto& r : readers) r.join();
+    return bad;
+}
+
+std::vector<std::string> listing(const path& dir) {
+    std::vector<std::string> names;
+    for (const auto& e : test::fs::directory_iterator(dir)) names.push_back(e.path().filename().string());
+    std::sort(names.begin(), names.end());
+    return names;
+}
+
+std::uint64_t counter(const nlohmann::json& stats, const char* op) { return stats["fuse"]["requests"][op].get<std::uint64_t>(); }
+
+}  // namespace
+
+TEST_CASE("tricky names through the mount: bytes, listings and sizes equal the origin", "[mount]") {
+    for (const char* kernel_cache : {"on", "off"}) {
+        test::TempDir dir;
+        const path origin = dir / "origin";
+        const auto names = test::make_tricky_tree(origin);
+        test::Mount mnt(origin, dir / "mnt", {"--dram", "64MiB", "--kernel-cache", kernel_cache});
+        INFO("kernel cache " << kernel_cache);
+
+        CHECK(compare_shuffled(mnt.path(), origin, names, 4, 1) == 0);
+        CHECK(compare_shuffled(mnt.path(), origin, names, 4, 2) == 0);  // warm: from the tier or the page cache
+
+        for (auto it = test::fs::recursive_directory_iterator(origin); it != test::fs::recursive_directory_iterator(); ++it) {
+            const auto rel = test::fs::relative(it->path(), origin);
+            const auto through = mnt.path() / rel;
+            INFO("entry '" << rel.string() << "'");
+            REQUIRE(test::fs::exists(through));
+            CHECK(test::fs::is_directory(through) == it->is_directory());
+            if (it->is_directory()) CHECK(listing(through) == listing(it->path()));
+            else CHECK(test::fs::file_size(through) == it->file_size());
+        }
+        CHECK(listing(mnt.path()) == listing(origin));  // the control folder stays hidden
+        CHECK_FALSE(test::fs::exists(mnt / "no such file"));
+        CHECK_FALSE(test::fs::exists(mnt / "class a/no such file"));
+    }
+}
+
+TEST_CASE("the stats control file is JSON of the documented shape, fresh on each read", "[mount]") {
+    test::TempDir dir;
+    test::write_file(dir / "origin/a/x.bin", test::make_bytes(1, 10000));
+    test::Mount mnt(dir / "origin", dir / "mnt", {"--dram", "1MiB"});
+    const auto before = mnt.stats();
+    test::slurp(mnt / "a/x.bin");
+    const auto after = mnt.stats();
+    CHECK(after["samples"] == 1);
+    CHECK(after["tiers"]["dram"]["capacity_bytes"] == 1 << 20);
+    for (const char* key : {"used_bytes", "hits", "misses", "bytes_read", "evictions", "checksum_failures"})
+        CHECK(after["tiers"]["dram"].contains(key));
+    CHECK(after["origin"]["bytes_read"] == 10000);
+    CHECK(after["origin"]["reads"] == 1);
+    CHECK(after["uptime_s"].get<double>() > before["uptime_s"].get<double>());
+    CHECK(listing(mnt / ".tiercache") == std::vector<std::string>{"stats"});
+}
+
+TEST_CASE("a small dram tier stays in bound; second epoch: noevict hits ~ the capacity fraction, LRU less", "[mount][policy]") {
+    test::TempDir dir;
+    const path origin = dir / "origin";
+    std::mt19937_64 rng(5);
+    std::vector<std::string> names;
+    std::uint64_t total = 0;
+    for (int i = 0; i < 400; ++i) {
+        const std::size_t size = 20 * 1024 + rng() % (60 * 1024);
+        names.push_back("c" + std::to_string(i % 10) + "/img" + std::to_string(i) + ".jpg");
+        test::write_file(origin / names.back(), test::make_bytes(i, size));
+        total += size;
+    }
+    const double f = 0.25;
+    const std::uint64_t capacity = static_cast<std::uint64_t>(f * static_cast<double>(total));
+    std::map<std::string, double> rate;
+    for (const char* policy : {"noevict", "lru"}) {
+        // Kernel cache off: every read reaches the tier, so its hit rate is what we measure.
+        test::Mount mnt(origin, dir / ("mnt-" + std::string(policy)),
+                        {"--dram", std::to_string(capacity), "--policy", policy, "--kernel-cache", "off"});
+        std::atomic<bool> done{false};
+        std::atomic<std::uint64_t> max_used{0};
+        std::thread watcher([&] {
+            while (!done) {
+                const auto used = mnt.stats()["tiers"]["dram"]["used_bytes"].get<std::uint64_t>();
+                if (used > max_used) max_used = used;
+                std::this_thread::sleep_for(std::chrono::milliseconds(5));
+            }
+        });
+        CHECK(compare_shuffled(mnt.path(), origin, names, 4, 1) == 0);
+        const auto first = mnt.stats()["tiers"]["dram"];
+        CHECK(compare_shuffled(mnt.path(), origin, names, 4, 2) == 0);
+        const auto second = mnt.stats()["tiers"]["dram"];
+        done = true;
+        watcher.join();
+        INFO("policy " << policy);
+        CHECK(max_used <= capacity);
+        CHECK(second["used_bytes"].get<std::uint64_t>() <= capacity);
+        // Files are under 128 KiB: one READ each, so hits per request are hits per file.
+        const auto hits = second["hits"].get<double>() - first["hits"].get<double>();
+        const auto misses = second["misses"].get<double>() - first["misses"].get<double>();
+        REQUIRE(hits + misses == Approx(names.size()));
+        rate[policy] = hits / (hits + misses);
+    }
+    WARN("through the mount, second-epoch hit rate at f = " << f << ": noevict " << rate["noevict"] << ", lru " << rate["lru"]);
+    CHECK(rate["noevict"] == Approx(f).margin(0.05));
+    CHECK(rate["lru"] < rate["noevict"] - 0.08);
+}
+
+TEST_CASE("25,000 files, more than the open-file limit, read correctly through the mount", "[mount][scale]") {
+    test::TempDir dir;
+    const path origin = dir / "origin";
+    std::vector<std::string> names;
+    for (int i = 0; i < 25000; ++i) {
+        names.push_back("d" + std::to_string(i % 50) + "/f" + std::to_string(i));
+        test::write_file(origin / names.back(), test::make_bytes(i, 64 + static_cast<std::size_t>(i % 700)));
+    }
+    test::Mount mnt(origin, dir / "mnt", {"--dram", "64MiB"});
+    CHECK(compare_shuffled(mnt.path(), origin, names, 4, 3) == 0);
+    // No descriptor is held per file: the daemon's table stays small.
+    const auto fds = std::distance(test::fs::directory_iterator("/proc/" + std::to_string(mnt.pid()) + "/fd"), {});
+    CHECK(fds < 64);
+    CHECK(mnt.stats()["samples"] == 25000);
+}
+
+TEST_CASE("writes through the mount fail with EROFS and change nothing", "[mount]") {
+    test::TempDir dir;
+    const path origin = dir / "origin";
+    test::write_file(origin / "a/file.bin", test::make_bytes(1, 5000));
+    const auto before = test::slurp(origin / "a/file.bin");
+    test::Mount mnt(origin, dir / "mnt", {"--dram", "16MiB"});
+    const std::string file = (mnt / "a/file.bin").string();
+
+    auto fails_erofs = [](int rc) { return rc == -1 && errno == EROFS; };
+    CHECK(fails_erofs(::open(file.c_str(), O_WRONLY)));
+    CHECK(fails_erofs(::open(file.c_str(), O_RDWR)));
+    CHECK(fails_erofs(::open(file.c_str(), O_RDONLY | O_TRUNC)));
+    CHECK(fails_erofs(::open((mnt / "a/new.bin").c_str(), O_WRONLY | O_CREAT, 0644)));
+    CHECK(fails_erofs(::truncate(file.c_str(), 0)));
+    CHECK(fails_erofs(::chmod(file.c_str(), 0777)));
+    CHECK(fails_erofs(::unlink(file.c_str())));
+    CHECK(fails_erofs(::rename(file.c_str(), (mnt / "a/moved.bin").c_str())));
+    CHECK(fails_erofs(::mkdir((mnt / "newdir").c_str(), 0755)));
+    CHECK(fails_erofs(::rmdir((mnt / "a").c_str())));
+    CHECK(fails_erofs(::symlink("x", (mnt / "a/link").c_str())));
+    CHECK(fails_erofs(::link(file.c_str(), (mnt / "a/hard").c_str())));
+    CHECK(fails_erofs(::setxattr(file.c_str(), "user.x", "1", 1, 0)));
+
+    CHECK(test::slurp(origin / "a/file.bin") == before);
+    CHECK(listing(origin / "a") == std::vector<std::string>{"file.bin"});
+    CHECK(test::slurp(mnt / "a/file.bin") == before);
+}
+
+TEST_CASE("bad input: a clear message and a non-zero exit, no mount", "[mount][errors]") {
+    test::TempDir dir;
+    test::write_file(dir / "origin/x", test::make_bytes(1, 10));
+    test::fs::create_directories(dir / "mnt");
+    test::write_file(dir / "full/occupied", test::make_bytes(2, 10));
+    const std::string bin = test::fuse_binary();
+    struct Case {
+        std::vector<std::string> args;
+        std::vector<std::string> says;
+    };
+    const Case cases[] = {
+        {{(dir / "no-origin").string(), (dir / "mnt").string()}, {"origin", "no-origin", "no such directory"}},
+        {{(dir / "origin/x").string(), (dir / "mnt").string()}, {"origin", "not a directory"}},
+        {{(dir / "origin").string(), (dir / "no-mnt").string()}, {"mountpoint", "no-mnt", "No such file"}},
+        {{(dir / "origin").string(), (dir / "full").string()}, {"mountpoint", "not empty"}},
+        {{(dir / "origin").string(), (dir / "mnt").string(), "--dram", "12XB"}, {"invalid size '12XB'", "unknown unit"}},
+        {{(dir / "origin").string(), (dir / "mnt").string(), "--dram", "-5GiB"}, {"invalid size"}},
+        {{(dir / "origin").string(), (dir / "mnt").string(), "--policy", "fifo"}, {"unknown policy 'fifo'"}},
+        {{(dir / "origin").string(), (dir / "mnt").string(), "--dram", "20TiB"}, {"does not fit", "--dram"}},
+        {{(dir / "origin").string()}, {"MOUNTPOINT"}},
+    };
+    for (const auto& c : cases) {
+        std::vector<std::string> argv = {bin};
+        argv.insert(argv.end(), c.args.begin(), c.args.end());
+        const auto result = test::run(argv);
+        INFO("args: " << Catch::Detail::stringify(c.args) << "\noutput: " << result.output);
+        CHECK(result.status != 0);
+        CHECK(result.status < 128);  // an exit, not a crash
+        for (const auto& s : c.says) CHECK_THAT(result.output, Catch::Contains(s));
+        CHECK_FALSE(test::is_mounted(dir / "mnt"));
+    }
+}
+
+TEST_CASE("an unreadable origin file fails its read with EACCES; the mount stays up", "[mount][errors]") {
+    test::TempDir dir;
+    const path origin = dir / "origin";
+    test::write_file(origin / "a/locked.bin", test::make_bytes(1, 5000));
+    test::write_file(origin / "a/open.bin", test::make_bytes(2, 5000));
+    test::fs::permissions(origin / "a/locked.bin", test::fs::perms::none);
+    // We run as root, who reads anything: drop the capabilities that bypass file modes, so the
+    // daemon meets the file as an unprivileged owner would.
+    test::Mount mnt(origin, dir / "mnt", {"--dram", "16MiB"}, {"setpriv", "--bounding-set", "-dac_override,-dac_read_search"});
+    const auto locked = test::read_file(mnt / "a/locked.bin");
+    CHECK((locked.error == EACCES || locked.error == EIO));
+    CHECK(test::slurp(mnt / "a/open.bin") == test::slurp(origin / "a/open.bin"));
+    CHECK(mnt.stats()["origin"]["errors"].get<int>() >= 1);
+    CHECK_THAT(mnt.log(), Catch::Contains("locked.bin") && Catch::Contains("Permission denied"));
+}
+
+TEST_CASE("an origin file deleted after mounting fails its read with EIO; the mount stays up", "[mount][errors]") {
+    test::TempDir dir;
+    const path origin = dir / "origin";
+    test::write_file(origin / "a/gone.bin", test::make_bytes(1, 5000));
+    test::write_file(origin / "a/kept.bin", test::make_bytes(2, 5000));
+    test::Mount mnt(origin, dir / "mnt", {"--dram", "16MiB"});
+    test::fs::remove(origin / "a/gone.bin");
+    CHECK(test::read_file(mnt / "a/gone.bin").error == EIO);
+    CHECK(test::slurp(mnt / "a/kept.bin") == test::slurp(origin / "a/kept.bin"));
+    CHECK_THAT(mnt.log(), Catch::Contains("gone.bin"));
+}
+
+TEST_CASE("SIGINT and SIGTERM unmount cleanly", "[mount]") {
+    for (int sig : {SIGINT, SIGTERM}) {
+        test::TempDir dir;
+        test::write_file(dir / "origin/x", test::make_bytes(1, 100));
+        test::Mount mnt(dir / "origin", dir / "mnt", {"--dram", "16MiB"});
+        test::slurp(mnt / "x");
+        INFO("signal " << sig);
+        CHECK(mnt.signal_and_wait(sig) == 0);
+        CHECK_FALSE(test::is_mounted(dir / "mnt"));
+        CHECK(test::fs::is_empty(dir / "mnt"));
+    }
+}
+
+TEST_CASE("a warm read of a file costs no FUSE request; a cold one a READ per 128 KiB", "[mount][requests]") {
+    test::TempDir dir;
+    const path origin = dir / "origin";
+    test::write_file(origin / "c/small.jpg", test::make_bytes(1, 110 * 1024));
+    test::write_file(origin / "c/large.jpg", test::make_bytes(2, 300 * 1024));
+    test::Mount mnt(origin, dir / "mnt", {"--dram", "16MiB"});
+    listing(mnt / "c");  // a loader lists first: readdirplus brings the entries and attributes
+
+    const auto s0 = mnt.stats();
+    test::slurp(mnt / "c/small.jpg");
+    const auto s1 = mnt.stats();
+    test::slurp(mnt / "c/small.jpg");
+    test::slurp(mnt / "c/large.jpg");
+    const auto s2 = mnt.stats();
+    test::slurp(mnt / "c/large.jpg");
+    const auto s3 = mnt.stats();
+    for (const char* op : {"lookup", "getattr", "open", "release"}) {
+        INFO("op " << op);  // after the listing, a read needs neither names nor attributes nor opens
+        CHECK(counter(s3, op) == counter(s0, op));
+    }
+    CHECK(counter(s1, "read") - counter(s0, "read") == 1);  // cold small file: one READ
+    CHECK(counter(s2, "read") - counter(s1, "read") == 3);  // warm small: none; cold 300 KiB: three
+    CHECK(counter(s3, "read") == counter(s2, "read"));      // warm: no request at all
+    CHECK(counter(s3, "open") <= 1);  // the first open ever, answered ENOSYS, tells the kernel to stop
+}
+
+TEST_CASE("without -f the daemon goes to the background once mounted; fusermount3 -u ends it", "[mount]") {
+    test::TempDir dir;
+    test::write_file(dir / "origin/x", test::make_bytes(1, 100));
+    test::fs::create_directories(dir / "mnt");
+    const auto result = test::run({test::fuse_binary(), (dir / "origin").string(), (dir / "mnt").string(), "--dram", "16MiB"});
+    REQUIRE(result.status == 0);
+    const bool mounted = test::is_mounted(dir / "mnt");
+    CHECK(mounted);
+    if (mounted) {
+        CHECK(test::slurp(dir / "mnt/x") == test::slurp(dir / "origin/x"));
+        CHECK(test::run({"fusermount3", "-u", (dir / "mnt").string()}).status == 0);
+    }
+    if (test::is_mounted(dir / "mnt")) test::run({"fusermount3", "-u", "-z", (dir / "mnt").string()});
+    CHECK_FALSE(test::is_mounted(dir / "mnt"));
+}
