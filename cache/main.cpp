@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <exception>
 #include <string>
+#include <tiercache/version.hpp>
 
 #include "bench_read.hpp"
 #include "gen.hpp"
