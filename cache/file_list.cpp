@@ -1,7 +1,6 @@
 #include "file_list.hpp"
 
 #include <algorithm>
-#include <cerrno>
 #include <stdexcept>
 #include <system_error>
 
