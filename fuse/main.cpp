@@ -125,6 +125,7 @@ int main(int argc, char** argv) {
     Session session;
     const auto& ops = tiercache::fuse::Filesystem::operations();
     session.se = fuse_session_new(&args, &ops, sizeof ops, &filesystem);
+    fuse_opt_free_args(&args);  // libfuse may have grown the list: it owns a copy now
     if (session.se == nullptr) die("cannot create the FUSE session");
     if (fuse_set_signal_handlers(session.se) != 0) die("cannot install signal handlers");
     session.handlers = true;  // SIGINT, SIGTERM and SIGHUP end the loop; we then unmount

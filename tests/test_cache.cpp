@@ -207,7 +207,7 @@ TEST_CASE("concurrent misses of one sample read the origin once", "[cache]") {
     CHECK(cache.stats().origin_bytes_read == want.size());
 }
 
-TEST_CASE("acquire pins a sample zero-copy; an evicted block waits for its readers and still counts", "[cache]") {
+TEST_CASE("acquire pins a sample zero-copy, and an evicted block waits for its readers and still counts", "[cache]") {
     test::TempDir dir;
     test::write_file(dir / "a.bin", test::make_bytes(1, 4000));
     test::write_file(dir / "b.bin", test::make_bytes(2, 4000));
