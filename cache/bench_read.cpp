@@ -35,10 +35,9 @@ int run_bench_read(const BenchReadOptions& options) {
     for (auto& file : list_files(options.dir, options.dir / ".tiercache", /*with_sizes=*/false))
         sorted.push_back(std::move(file.path));
     if (!options.json)
-        std::printf("bench read: %s files under %s, %u readers, seed %llu, %llu epoch%s\n",
-                    with_commas(sorted.size()).c_str(), quoted(options.dir).c_str(), options.readers,
-                    static_cast<unsigned long long>(options.seed),
-                    static_cast<unsigned long long>(options.epochs), options.epochs == 1 ? "" : "s");
+        std::printf("bench read: %s under %s, %s, seed %llu, %s\n", count_of(sorted.size(), "file").c_str(),
+                    quoted(options.dir).c_str(), count_of(options.readers, "reader").c_str(),
+                    static_cast<unsigned long long>(options.seed), count_of(options.epochs, "epoch").c_str());
     std::fflush(stdout);  // before any progress line on stderr
 
     bool any_failed = false;
@@ -79,8 +78,8 @@ int run_bench_read(const BenchReadOptions& options) {
             if (options.verify) line["digest"] = hex64(totals.digest_sum);
             std::printf("%s\n", line.dump().c_str());
         } else {
-            std::printf("epoch %llu: %s files, %s, %.3f s, %s files/s, %s MB/s", static_cast<unsigned long long>(epoch),
-                        with_commas(totals.files).c_str(), human_bytes(static_cast<double>(totals.bytes)).c_str(),
+            std::printf("epoch %llu: %s, %s, %.3f s, %s files/s, %s MB/s", static_cast<unsigned long long>(epoch),
+                        count_of(totals.files, "file").c_str(), human_bytes(static_cast<double>(totals.bytes)).c_str(),
                         seconds, rounded(files_per_s).c_str(), rounded(mb_per_s).c_str());
             if (options.verify) std::printf(", digest %s", hex64(totals.digest_sum).c_str());
             if (totals.failed) std::printf(", %s FAILED", with_commas(totals.failed).c_str());

@@ -194,8 +194,8 @@ void run_gen(const GenOptions& options) {
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const std::uint64_t files = files_done.load();
     const std::uint64_t bytes = bytes_done.load();
-    std::printf("tiercache gen: wrote %s files in %s classes to %s\n", with_commas(files).c_str(),
-                with_commas(options.classes).c_str(), quoted(options.dir).c_str());
+    std::printf("tiercache gen: wrote %s in %s to %s\n", count_of(files, "file").c_str(),
+                count_of(options.classes, "class").c_str(), quoted(options.dir).c_str());
     std::printf("  total %s (%s bytes), mean file size %s, seed %llu\n", human_bytes(static_cast<double>(bytes)).c_str(),
                 with_commas(bytes).c_str(),
                 human_bytes(files ? static_cast<double>(bytes) / static_cast<double>(files) : 0.0).c_str(),

@@ -31,6 +31,11 @@ std::string with_commas(std::uint64_t n) {
     return out;
 }
 
+std::string count_of(std::uint64_t n, const std::string& noun) {
+    if (n == 1) return "1 " + noun;
+    return with_commas(n) + " " + noun + (noun.ends_with('s') ? "es" : "s");  // files, classes
+}
+
 std::string rounded(double x) {
     if (!std::isfinite(x)) return "-";
     const std::string digits = with_commas(static_cast<std::uint64_t>(std::llround(std::fabs(x))));

@@ -13,6 +13,9 @@ std::string human_bytes(double bytes);
 // 1234567 -> "1,234,567".
 std::string with_commas(std::uint64_t n);
 
+// A count and its noun: (1, "file") -> "1 file", (10000, "file") -> "10,000 files".
+std::string count_of(std::uint64_t n, const std::string& noun);
+
 // A number with thousands separators and no decimals: 41234.7 -> "41,235".
 std::string rounded(double x);
 

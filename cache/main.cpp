@@ -52,7 +52,7 @@ int main(int argc, char** argv) {
 
     WarmOptions warm;
     auto* warm_cmd = app.add_subcommand("warm", "Read files through a mount so that the cache holds them");
-    warm_cmd->add_option("MOUNTPOINT", warm.mountpoint, "A tiercache-fuse mount point")->required();
+    warm_cmd->add_option("MOUNTPOINT", warm.mountpoint, "A tiercache-fuse mount point, or a folder inside one")->required();
     warm_cmd->add_option("PATHS", warm.paths, "Files or folders to warm, relative to MOUNTPOINT (default: all)");
     warm_cmd->add_option("--readers", warm.readers, "Reader threads")->capture_default_str()->check(CLI::Range(1, 1024));
 

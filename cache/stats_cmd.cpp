@@ -75,6 +75,11 @@ std::string scalar_text(const Json& value) {
     if (value.is_string()) return value.get<std::string>();
     if (value.is_number_unsigned()) return with_commas(value.get<std::uint64_t>());
     if (value.is_number_integer()) return rounded(value.get<double>());
+    if (value.is_number_float()) {
+        char text[32];
+        std::snprintf(text, sizeof text, "%.4g", value.get<double>());
+        return text;
+    }
     return value.dump();
 }
 

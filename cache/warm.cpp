@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -27,6 +28,23 @@ fs::path resolve_inside(const fs::path& mount, const fs::path& path) {
     return path;
 }
 
+// The directory at or above `dir` that holds .tiercache/stats, if any. A stats file that
+// cannot be read (ENOTCONN: the daemon died) ends the search, with a note: the kernel may
+// still hold pages of the files, so reading goes on.
+std::optional<fs::path> find_mount_root(const fs::path& dir) {
+    for (fs::path candidate = dir;; candidate = candidate.parent_path()) {
+        const fs::path stats = candidate / ".tiercache" / "stats";
+        std::error_code ec;
+        if (fs::exists(stats, ec)) return candidate;
+        if (ec) {
+            std::fprintf(stderr, "tiercache warm: note: cannot read %s (%s); reading the files anyway\n",
+                         quoted(stats).c_str(), ec.message().c_str());
+            return candidate;
+        }
+        if (candidate == candidate.root_path()) return std::nullopt;
+    }
+}
+
 std::string progress_bar(double fraction) {
     constexpr std::size_t kWidth = 24;
     const auto filled = static_cast<std::size_t>(std::clamp(fraction, 0.0, 1.0) * kWidth);
@@ -44,15 +62,12 @@ int run_warm(const WarmOptions& options) {
     const fs::path mount = fs::absolute(options.mountpoint, ec).lexically_normal();
     const fs::file_status status = fs::status(mount, ec);
     if (ec) throw std::runtime_error("cannot read " + quoted(options.mountpoint) + ": " + ec.message());
-    if (!fs::is_directory(status)) throw std::runtime_error(quoted(options.mountpoint) + " is not a directory");
-    const fs::path control = mount / ".tiercache";
-    const bool is_mount = fs::exists(control / "stats", ec);
-    if (ec)  // e.g. ENOTCONN from a mount whose daemon died: pages the kernel kept still read
-        std::fprintf(stderr, "tiercache warm: note: cannot read %s (%s); reading the files anyway\n",
-                     quoted(control / "stats").c_str(), ec.message().c_str());
-    else if (!is_mount)
+    // MOUNTPOINT may also be a folder or file inside a mount (`tiercache warm /mnt/ds/train`).
+    const std::optional<fs::path> mount_root = find_mount_root(fs::is_directory(status) ? mount : mount.parent_path());
+    const fs::path control = mount_root.value_or(mount) / ".tiercache";
+    if (!mount_root)
         std::fprintf(stderr,
-                     "tiercache warm: note: %s is not a tiercache mount; reading it anyway "
+                     "tiercache warm: note: %s is not in a tiercache mount; reading it anyway "
                      "(that fills only the kernel page cache)\n",
                      quoted(options.mountpoint).c_str());
 
@@ -103,7 +118,7 @@ int run_warm(const WarmOptions& options) {
     }
     const double seconds = elapsed();
 
-    std::printf("tiercache warm: read %s files, %s in %.1f s (%s/s)\n", with_commas(totals.files).c_str(),
+    std::printf("tiercache warm: read %s, %s in %.1f s (%s/s)\n", count_of(totals.files, "file").c_str(),
                 human_bytes(static_cast<double>(totals.bytes)).c_str(), seconds,
                 human_bytes(static_cast<double>(totals.bytes) / std::max(seconds, 1e-3)).c_str());
     if (totals.failed == 0) return 0;

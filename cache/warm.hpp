@@ -7,9 +7,9 @@
 namespace tiercache::cli {
 
 struct WarmOptions {
-    std::filesystem::path mountpoint;
-    // Files or folders to warm, relative to the mount point (or absolute inside it);
-    // empty means the whole mount.
+    std::filesystem::path mountpoint;  // a mount point, or a folder or file inside one
+    // Files or folders to warm, relative to `mountpoint` (or absolute inside it);
+    // empty means all of `mountpoint`.
     std::vector<std::filesystem::path> paths;
     unsigned readers = 4;
 };
