@@ -328,20 +328,20 @@ void Filesystem::getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
     else fuse_reply_attr(req, &st, fs.options_.entry_timeout_s);
 }
 
-void Filesystem::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
+void Filesystem::reply_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus) {
     Filesystem& fs = self(req);
-    fs.count(Op::readdir, ino);
+    fs.count(plus ? Op::readdirplus : Op::readdir, ino);
     std::string buf;
-    if (const int err = fs.do_readdir(req, ino, size, off, false, buf)) fuse_reply_err(req, err);
+    if (const int err = fs.do_readdir(req, ino, size, off, plus, buf)) fuse_reply_err(req, err);
     else fuse_reply_buf(req, buf.data(), buf.size());
 }
 
+void Filesystem::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
+    reply_readdir(req, ino, size, off, false);
+}
+
 void Filesystem::readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
-    Filesystem& fs = self(req);
-    fs.count(Op::readdirplus, ino);
-    std::string buf;
-    if (const int err = fs.do_readdir(req, ino, size, off, true, buf)) fuse_reply_err(req, err);
-    else fuse_reply_buf(req, buf.data(), buf.size());
+    reply_readdir(req, ino, size, off, true);
 }
 
 void Filesystem::opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {

@@ -64,6 +64,7 @@ private:
     static void getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
     static void readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi);
     static void readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi);
+    static void reply_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus);
     static void opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
     static void open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
     static void read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi);
