@@ -1,34 +1,141 @@
 // What a Cache is built from. Chained setters, then one validate() that throws
 // std::invalid_argument naming the bad value:
-//   Config{}.origin("/data/imagenet/train").dram("32GiB").policy("noevict")
+//   Config{}.origin("/data/imagenet/train").dram("32GiB").nvme("/nvme/tc", "800GiB")
+// The tiers are kept fastest first. Setters put a kind in its usual place (dram, pmem, cxl,
+// nvme); a config file (config_file.hpp) may order them otherwise.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <filesystem>
+#include <fstream>
+#include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
+#include <sys/statvfs.h>
 #include <system_error>
+#include <vector>
 
 #include "policy.hpp"
 #include "size.hpp"
 
 namespace tiercache {
 
+enum class TierKind { dram, pmem, cxl, nvme };
+
+inline std::string_view to_string(TierKind kind) {
+    switch (kind) {
+        case TierKind::dram: return "dram";
+        case TierKind::pmem: return "pmem";
+        case TierKind::cxl: return "cxl";
+        case TierKind::nvme: return "nvme";
+    }
+    return "?";
+}
+
+inline std::optional<TierKind> tier_kind(std::string_view name) {
+    for (TierKind k : {TierKind::dram, TierKind::pmem, TierKind::cxl, TierKind::nvme})
+        if (to_string(k) == name) return k;
+    return std::nullopt;
+}
+
+// One tier: its kind, its size as written ("64GiB", "10%"), and where it lives.
+struct TierConfig {
+    TierKind kind = TierKind::dram;
+    std::string size;
+    std::filesystem::path dir;  // pmem, nvme
+    int node = -1;              // cxl: the NUMA node
+    std::string source;         // where it was set ("--nvme", "tc.toml:12"), for error messages
+
+    std::string name() const { return std::string(to_string(kind)); }
+};
+
+namespace detail {
+
+// What "N%" is taken of: RAM for dram, the filesystem for pmem and nvme, the node for cxl.
+inline std::uint64_t percent_base(const TierConfig& t) {
+    switch (t.kind) {
+        case TierKind::dram: return physical_memory_bytes();
+        case TierKind::pmem:
+        case TierKind::nvme: {
+            struct statvfs vfs {};
+            if (::statvfs(t.dir.c_str(), &vfs) != 0) return 0;
+            return static_cast<std::uint64_t>(vfs.f_blocks) * vfs.f_frsize;
+        }
+        case TierKind::cxl: {
+            std::ifstream meminfo("/sys/devices/system/node/node" + std::to_string(t.node) + "/meminfo");
+            std::string word;
+            while (meminfo >> word)
+                if (word == "MemTotal:") {
+                    std::uint64_t kib = 0;
+                    meminfo >> kib;
+                    return kib * 1024;
+                }
+            return 0;
+        }
+    }
+    return 0;
+}
+
+}  // namespace detail
+
+// The size of tier `t` in bytes. Throws std::invalid_argument naming the tier and the value.
+inline std::uint64_t tier_bytes(const TierConfig& t) {
+    const std::string where = (t.source.empty() ? "" : t.source + ": ") + t.name() + " tier: ";
+    const bool percent = !t.size.empty() && t.size.find('%') != std::string::npos;
+    const std::uint64_t base = percent ? detail::percent_base(t) : 0;
+    if (percent && base == 0)
+        throw std::invalid_argument(where + "cannot take '" + t.size + "' of " +
+                                    (t.kind == TierKind::cxl ? "NUMA node " + std::to_string(t.node) : "'" + t.dir.string() + "'") +
+                                    ": its size is unknown");
+    try {
+        return parse_size(t.size, base);
+    } catch (const std::invalid_argument& e) {
+        throw std::invalid_argument(where + e.what());
+    }
+}
+
 class Config {
 public:
+    Config() { tiers_.push_back({TierKind::dram, "10%", {}, -1, "default"}); }
+
     Config& origin(std::filesystem::path dir) { origin_ = std::move(dir); return *this; }
     // "512MiB", "2GiB", or "10%" of this host's RAM.
-    Config& dram(std::string size) { dram_ = std::move(size); return *this; }
+    Config& dram(std::string size) { return tier({TierKind::dram, std::move(size), {}, -1, "dram"}); }
+    // A pmem directory (a DAX filesystem, or any directory through memkind's pmem kind).
+    Config& pmem(std::filesystem::path dir, std::string size) { return tier({TierKind::pmem, std::move(size), std::move(dir), -1, "pmem"}); }
+    // Memory of a NUMA node: a CXL Type-3 expander shows up as a CPU-less node.
+    Config& cxl(int node, std::string size) { return tier({TierKind::cxl, std::move(size), {}, node, "cxl"}); }
+    // A directory on a local SSD for slab files and their index.
+    Config& nvme(std::filesystem::path dir, std::string size) { return tier({TierKind::nvme, std::move(size), std::move(dir), -1, "nvme"}); }
+    // Sets a tier: replaces the one of the same kind where it stands, or adds it in its usual place.
+    Config& tier(TierConfig t) {
+        auto same = std::find_if(tiers_.begin(), tiers_.end(), [&](const TierConfig& x) { return x.kind == t.kind; });
+        if (same != tiers_.end()) {
+            *same = std::move(t);
+        } else {
+            auto later = std::find_if(tiers_.begin(), tiers_.end(), [&](const TierConfig& x) { return x.kind > t.kind; });
+            tiers_.insert(later, std::move(t));
+        }
+        return *this;
+    }
+    // Replaces the whole tier list, fastest first (a config file's order).
+    Config& tiers(std::vector<TierConfig> list) { tiers_ = std::move(list); return *this; }
     // "noevict" (scan-resistant, the default) or "lru".
     Config& policy(std::string name) { policy_ = std::move(name); return *this; }
     // Where the segment's file is made (and at once unlinked): a tmpfs such as /dev/shm.
     Config& segment_dir(std::filesystem::path dir) { segment_dir_ = std::move(dir); return *this; }
 
     const std::filesystem::path& origin() const noexcept { return origin_; }
-    const std::string& dram() const noexcept { return dram_; }
+    const std::vector<TierConfig>& tiers() const noexcept { return tiers_; }
+    const TierConfig* find_tier(TierKind kind) const {
+        auto it = std::find_if(tiers_.begin(), tiers_.end(), [&](const TierConfig& x) { return x.kind == kind; });
+        return it == tiers_.end() ? nullptr : &*it;
+    }
+    const std::string& dram() const { return find_tier(TierKind::dram)->size; }
+    std::uint64_t dram_bytes() const { return tier_bytes(*find_tier(TierKind::dram)); }
     const std::string& policy() const noexcept { return policy_; }
     const std::filesystem::path& segment_dir() const noexcept { return segment_dir_; }
-
-    std::uint64_t dram_bytes() const { return parse_size(dram_, physical_memory_bytes()); }
 
     void validate() const {
         if (origin_.empty()) throw std::invalid_argument("origin: not set");
@@ -36,10 +143,19 @@ public:
         if (!std::filesystem::is_directory(origin_, ec))
             throw std::invalid_argument("origin '" + origin_.string() + "': " +
                                         (std::filesystem::exists(origin_, ec) ? "not a directory" : "no such directory"));
-        try {
-            (void)dram_bytes();
-        } catch (const std::invalid_argument& e) {
-            throw std::invalid_argument(std::string("dram: ") + e.what());
+        if (tiers_.empty() || tiers_.front().kind != TierKind::dram)
+            throw std::invalid_argument("tiers: the first (fastest) tier must be dram");
+        for (std::size_t i = 0; i < tiers_.size(); ++i) {
+            const TierConfig& t = tiers_[i];
+            const std::string where = (t.source.empty() ? "" : t.source + ": ") + t.name() + " tier";
+            for (std::size_t j = 0; j < i; ++j)
+                if (tiers_[j].kind == t.kind) throw std::invalid_argument(where + ": given twice");
+            if ((t.kind == TierKind::pmem || t.kind == TierKind::nvme) && !std::filesystem::is_directory(t.dir, ec))
+                throw std::invalid_argument(where + ": directory '" + t.dir.string() + "': " +
+                                            (std::filesystem::exists(t.dir, ec) ? "not a directory" : "no such directory"));
+            if (t.kind == TierKind::cxl && (t.node < 0 || !std::filesystem::exists("/sys/devices/system/node/node" + std::to_string(t.node), ec)))
+                throw std::invalid_argument(where + ": NUMA node " + std::to_string(t.node) + " does not exist on this host");
+            (void)tier_bytes(t);
         }
         (void)make_policy(policy_, 0);
         if (!std::filesystem::is_directory(segment_dir_, ec))
@@ -48,9 +164,33 @@ public:
 
 private:
     std::filesystem::path origin_;
-    std::string dram_ = "10%";
+    std::vector<TierConfig> tiers_;  // fastest first; dram always first
     std::string policy_ = "noevict";
     std::filesystem::path segment_dir_ = "/dev/shm";
 };
+
+// "DIR:SIZE" (pmem, nvme) or "NODE:SIZE" (cxl), as the command line writes a tier. The last
+// ':' splits, so a directory may contain one. Throws std::invalid_argument naming the text.
+inline TierConfig parse_tier_arg(TierKind kind, std::string_view text, std::string source) {
+    const auto colon = text.rfind(':');
+    const std::string shape = kind == TierKind::cxl ? "NODE:SIZE, like 1:64GiB" : "DIR:SIZE, like /nvme/tc:800GiB";
+    if (colon == std::string_view::npos || colon == 0 || colon + 1 == text.size())
+        throw std::invalid_argument(source + " '" + std::string(text) + "': expected " + shape);
+    TierConfig t{kind, std::string(text.substr(colon + 1)), {}, -1, std::move(source)};
+    const std::string where(text.substr(0, colon));
+    if (kind == TierKind::cxl) {
+        std::size_t used = 0;
+        try {
+            t.node = std::stoi(where, &used);
+        } catch (const std::exception&) {
+            used = 0;
+        }
+        if (used != where.size() || t.node < 0)
+            throw std::invalid_argument(t.source + " '" + std::string(text) + "': '" + where + "' is not a NUMA node number");
+    } else {
+        t.dir = where;
+    }
+    return t;
+}
 
 }  // namespace tiercache
