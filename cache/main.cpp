@@ -11,6 +11,7 @@
 #include "bench_read.hpp"
 #include "gen.hpp"
 #include "stats_cmd.hpp"
+#include "tiers.hpp"
 #include "warm.hpp"
 
 using namespace tiercache::cli;
@@ -49,6 +50,11 @@ int main(int argc, char** argv) {
     auto* stats_cmd = app.add_subcommand("stats", "Show a mount's cache counters (from MOUNTPOINT/.tiercache/stats)");
     stats_cmd->add_option("MOUNTPOINT", stats.mountpoint, "A tiercache-fuse mount point")->required();
     stats_cmd->add_flag("--json", stats.json, "Print the stats JSON itself");
+
+    TiersOptions tiers;
+    auto* tiers_cmd = app.add_subcommand(
+        "tiers", "Show the memory this host has (NUMA nodes, memkind kinds) and the tiers tiercache would use by default");
+    tiers_cmd->add_flag("--json", tiers.json, "Print one JSON object instead of the tables");
 
     WarmOptions warm;
     auto* warm_cmd = app.add_subcommand("warm", "Read files through a mount so that the cache holds them");
@@ -89,6 +95,11 @@ int main(int argc, char** argv) {
         if (*stats_cmd) {
             command += " stats";
             run_stats(stats);
+            return 0;
+        }
+        if (*tiers_cmd) {
+            command += " tiers";
+            run_tiers(tiers);
             return 0;
         }
         if (*warm_cmd) {

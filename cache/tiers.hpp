@@ -1,0 +1,14 @@
+// `tiercache tiers`: the memory this host has (NUMA nodes, memkind kinds) and the tiers
+// tiercache would use by default.
+#pragma once
+
+namespace tiercache::cli {
+
+struct TiersOptions {
+    bool json = false;  // one JSON object instead of the tables
+};
+
+// Throws std::runtime_error when the topology cannot be read.
+void run_tiers(const TiersOptions& options);
+
+}  // namespace tiercache::cli
