@@ -9,7 +9,7 @@
 
 #include <CLI/CLI.hpp>
 #include <tiercache/tiercache.hpp>
-#include <tiercache/dram_tier.hpp>
+#include <tiercache/memory_tier.hpp>
 
 namespace {
 

@@ -90,9 +90,9 @@ fuse_entry_param Filesystem::entry(fuse_ino_t ino, const struct stat& attr, doub
     return e;
 }
 
-nlohmann::json Filesystem::stats_json() const {
-    nlohmann::json j = to_json(cache_.stats());
-    nlohmann::json requests = nlohmann::json::object();
+nlohmann::ordered_json Filesystem::stats_json() const {
+    nlohmann::ordered_json j = to_json(cache_.stats());
+    nlohmann::ordered_json requests = nlohmann::ordered_json::object();
     for (std::size_t i = 0; i < kOpNames.size(); ++i) requests[kOpNames[i]] = requests_[i].load(std::memory_order_relaxed);
     j["fuse"] = {{"requests", requests},
                  {"kernel_cache", options_.kernel_cache},

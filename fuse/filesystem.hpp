@@ -42,7 +42,7 @@ public:
 
     static const fuse_lowlevel_ops& operations();
 
-    nlohmann::json stats_json() const;
+    nlohmann::ordered_json stats_json() const;
 
 private:
     // The operations: an errno back, results through the out-parameters.

@@ -12,6 +12,7 @@
 
 #include <CLI/CLI.hpp>
 #include <fuse_lowlevel.h>
+#include <tiercache/config_file.hpp>
 #include <tiercache/tiercache.hpp>
 
 #include "filesystem.hpp"
@@ -26,10 +27,12 @@ struct Options {
     bool foreground = false;
     bool debug = false;
     std::string dram = "10%";
+    std::string pmem, cxl, nvme;  // DIR:SIZE, NODE:SIZE, DIR:SIZE
     std::string policy = "noevict";
     std::string kernel_cache = "on";
     std::string segment_dir = "/dev/shm";
     std::string log_file;
+    std::string config_file;
     unsigned threads = 4;
 };
 
@@ -72,11 +75,15 @@ int main(int argc, char** argv) {
     Options opt;
     CLI::App app{"Mounts ORIGIN read-only at MOUNTPOINT, served through the tiercache cache.", "tiercache-fuse"};
     app.set_version_flag("--version", std::string("tiercache-fuse ") + TIERCACHE_VERSION);
-    app.add_option("ORIGIN", opt.origin, "the dataset directory (never written)")->required();
-    app.add_option("MOUNTPOINT", opt.mountpoint, "an empty directory to mount on")->required();
+    app.add_option("ORIGIN", opt.origin, "the dataset directory (never written); or origin in --config");
+    app.add_option("MOUNTPOINT", opt.mountpoint, "an empty directory to mount on; or [mount] mountpoint in --config");
+    app.add_option("--config", opt.config_file, "a TOML file with the tier list and any of these options (flags win)");
     app.add_flag("-f,--foreground", opt.foreground, "stay in the foreground (log to stderr)");
     app.add_flag("-d,--debug", opt.debug, "print every FUSE request (implies -f)");
     app.add_option("--dram", opt.dram, "dram tier size: 512MiB, 2GiB, or 10% of RAM")->capture_default_str();
+    app.add_option("--pmem", opt.pmem, "pmem tier: DIR:SIZE (a DAX filesystem, or any directory)");
+    app.add_option("--cxl", opt.cxl, "cxl tier: NODE:SIZE, memory of a (CPU-less) NUMA node");
+    app.add_option("--nvme", opt.nvme, "nvme tier: DIR:SIZE, slab files on a local SSD, warm across restarts");
     app.add_option("--policy", opt.policy, "admission/eviction: noevict (scan-resistant) or lru")->capture_default_str();
     app.add_option("--kernel-cache", opt.kernel_cache,
                    "on: the kernel keeps file pages (warm reads need no request); off: every read reaches the cache")
@@ -86,6 +93,41 @@ int main(int argc, char** argv) {
     app.add_option("--segment-dir", opt.segment_dir, "where the cache's memory segment lives (a tmpfs)")->capture_default_str();
     app.add_option("--log", opt.log_file, "append log lines to this file (default: stderr, lost once daemonized)");
     CLI11_PARSE(app, argc, argv);
+    auto given = [&](const char* name) { return app.count(name) > 0; };
+
+    // The config file first, then the flags over it.
+    tiercache::Config config;
+    if (given("--config")) {
+        try {
+            const auto file = tiercache::ConfigFile::load(opt.config_file);
+            config = file.apply(config);
+            if (const toml::table* mount = file.section("mount", {"mountpoint", "foreground", "kernel_cache", "threads", "log"})) {
+                if (auto v = file.string_at(*mount, "mountpoint"); v && !given("MOUNTPOINT")) opt.mountpoint = *v;
+                if (auto v = file.bool_at(*mount, "foreground"); v && !given("--foreground")) opt.foreground = *v;
+                if (auto v = file.bool_at(*mount, "kernel_cache"); v && !given("--kernel-cache")) opt.kernel_cache = *v ? "on" : "off";
+                if (auto v = file.string_at(*mount, "log"); v && !given("--log")) opt.log_file = *v;
+                if (auto v = file.integer_at(*mount, "threads"); v && !given("--threads")) {
+                    if (*v < 1 || *v > 256) file.fail(*mount->get("threads"), "threads must be 1 to 256");
+                    opt.threads = static_cast<unsigned>(*v);
+                }
+            }
+        } catch (const std::invalid_argument& e) {
+            die(e.what());
+        }
+    }
+    try {
+        if (given("ORIGIN")) config.origin(opt.origin);
+        if (given("--dram")) config.dram(opt.dram);
+        if (given("--pmem")) config.tier(tiercache::parse_tier_arg(tiercache::TierKind::pmem, opt.pmem, "--pmem"));
+        if (given("--cxl")) config.tier(tiercache::parse_tier_arg(tiercache::TierKind::cxl, opt.cxl, "--cxl"));
+        if (given("--nvme")) config.tier(tiercache::parse_tier_arg(tiercache::TierKind::nvme, opt.nvme, "--nvme"));
+        if (given("--policy")) config.policy(opt.policy);
+        if (given("--segment-dir")) config.segment_dir(opt.segment_dir);
+    } catch (const std::invalid_argument& e) {
+        die(e.what());
+    }
+    if (config.origin().empty()) die("no ORIGIN: give it, or origin in --config");
+    if (opt.mountpoint.empty()) die("no MOUNTPOINT: give it, or [mount] mountpoint in --config");
     if (opt.debug) opt.foreground = true;
 
     if (!opt.log_file.empty()) {
@@ -96,15 +138,16 @@ int main(int argc, char** argv) {
 
     // Everything that can fail on bad input fails here, before mounting, with a clear message.
     std::error_code ec;
-    if (!fs::exists(opt.origin, ec)) die("origin '" + opt.origin + "': no such directory");
-    if (!fs::is_directory(opt.origin, ec)) die("origin '" + opt.origin + "': not a directory");
+    const std::string origin_arg = config.origin().string();
+    if (!fs::exists(origin_arg, ec)) die("origin '" + origin_arg + "': no such directory");
+    if (!fs::is_directory(origin_arg, ec)) die("origin '" + origin_arg + "': not a directory");
     check_mountpoint(opt.mountpoint);
-    const std::string origin = fs::canonical(opt.origin).string();
+    const std::string origin = fs::canonical(origin_arg).string();
     const std::string mountpoint = fs::canonical(opt.mountpoint).string();  // fuse_daemonize() moves to /
     if (origin == mountpoint || mountpoint.starts_with(origin + "/"))
         die("mountpoint '" + mountpoint + "' lies inside the origin '" + origin + "'");
+    config.origin(origin);
 
-    const auto config = tiercache::Config{}.origin(origin).dram(opt.dram).policy(opt.policy).segment_dir(opt.segment_dir);
     std::unique_ptr<tiercache::Cache> cache;
     try {
         config.validate();

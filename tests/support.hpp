@@ -158,12 +158,15 @@ inline std::string fuse_binary() { return TIERCACHE_FUSE_BIN; }
 class Mount {
 public:
     // `prefix` runs before the daemon (e.g. {"setpriv", "--bounding-set", "-dac_override"}).
+    // `positional`: pass ORIGIN and MOUNTPOINT on the command line (false: a --config gives them).
     Mount(const fs::path& origin, const fs::path& mountpoint, std::vector<std::string> options = {},
-          std::vector<std::string> prefix = {})
+          std::vector<std::string> prefix = {}, bool positional = true)
         : mountpoint_(mountpoint), log_(mountpoint.string() + ".log") {
         fs::create_directories(mountpoint_);
         std::vector<std::string> argv = std::move(prefix);
-        argv.insert(argv.end(), {fuse_binary(), origin.string(), mountpoint_.string(), "-f", "--log", log_.string()});
+        argv.push_back(fuse_binary());
+        if (positional) argv.insert(argv.end(), {origin.string(), mountpoint_.string()});
+        argv.insert(argv.end(), {"-f", "--log", log_.string()});
         argv.insert(argv.end(), options.begin(), options.end());
         pid_ = ::fork();
         if (pid_ == 0) {

@@ -295,3 +295,108 @@ TEST_CASE("without -f the daemon goes to the background once mounted, and fuserm
     if (test::is_mounted(dir / "mnt")) test::run({"fusermount3", "-u", "-z", (dir / "mnt").string()});
     CHECK_FALSE(test::is_mounted(dir / "mnt"));
 }
+
+TEST_CASE("through the mount over dram, pmem, cxl and nvme: 3 shuffled epochs of a dataset 4x dram, correct and in bound", "[mount][tiers]") {
+    test::TempDir dir;
+    const path origin = dir / "origin";
+    std::mt19937_64 rng(11);
+    std::vector<std::string> names;
+    std::uint64_t total = 0;
+    for (int i = 0; i < 240; ++i) {
+        const std::size_t size = 16 * 1024 + rng() % (48 * 1024);
+        names.push_back("c" + std::to_string(i % 6) + "/s" + std::to_string(i));
+        test::write_file(origin / names.back(), test::make_bytes(100 + i, size));
+        total += size;
+    }
+    test::fs::create_directories(dir / "pmem");
+    test::fs::create_directories(dir / "nvme");
+    // Kernel cache off, so that every epoch's reads reach the tiers.
+    test::Mount mnt(origin, dir / "mnt",
+                    {"--dram", std::to_string(total / 4), "--pmem", (dir / "pmem").string() + ":" + std::to_string(total / 4),
+                     "--cxl", "0:" + std::to_string(total / 4), "--nvme", (dir / "nvme").string() + ":64MiB", "--kernel-cache", "off"});
+    for (std::uint64_t e = 0; e < 3; ++e) {
+        CHECK(compare_shuffled(mnt.path(), origin, names, 4, 30 + e) == 0);
+        const auto stats = mnt.stats();
+        for (const char* tier : {"dram", "pmem", "cxl", "nvme"}) {
+            INFO("epoch " << e << ", tier " << tier);
+            CHECK(stats["tiers"][tier]["used_bytes"].get<std::uint64_t>() <= stats["tiers"][tier]["capacity_bytes"].get<std::uint64_t>());
+            CHECK(stats["tiers"][tier]["resident_samples"].get<std::uint64_t>() > 0);
+        }
+    }
+    const auto stats = mnt.stats();
+    CHECK(stats["origin"]["bytes_read"] == total);
+    CHECK(stats["tier_order"] == nlohmann::json::array({"dram", "pmem", "cxl", "nvme"}));
+    CHECK(mnt.stop() == 0);
+}
+
+TEST_CASE("a config file mounts with its tiers and options, and flags override it", "[mount][config]") {
+    test::TempDir dir;
+    test::write_file(dir / "origin/a/x.bin", test::make_bytes(1, 70000));
+    test::fs::create_directories(dir / "pmem");
+    test::fs::create_directories(dir / "mnt");
+    const auto config = dir / "tc.toml";
+    std::ofstream(config) << "origin = \"" << (dir / "origin").string() << "\"\npolicy = \"lru\"\n\n"
+                          << "[[tier]]\nkind = \"dram\"\nsize = \"1MiB\"\n\n"
+                          << "[[tier]]\nkind = \"pmem\"\npath = \"" << (dir / "pmem").string() << "\"\nsize = \"4MiB\"\n\n"
+                          << "[mount]\nmountpoint = \"" << (dir / "mnt").string() << "\"\nkernel_cache = false\n";
+    // No ORIGIN or MOUNTPOINT on the command line: both come from the file. --dram wins over it.
+    test::Mount mnt("", dir / "mnt", {"--config", config.string(), "--dram", "2MiB"}, {}, /*positional=*/false);
+    CHECK(test::slurp(mnt / "a/x.bin") == test::slurp(dir / "origin/a/x.bin"));
+    const auto stats = mnt.stats();
+    CHECK(stats["policy"] == "lru");
+    CHECK(stats["tiers"]["dram"]["capacity_bytes"] == 2 << 20);
+    CHECK(stats["tiers"]["pmem"]["capacity_bytes"] == 4 << 20);
+    CHECK(stats["fuse"]["kernel_cache"] == false);
+}
+
+TEST_CASE("a malformed config file or tier flag is an error naming the line or the value", "[mount][config][errors]") {
+    test::TempDir dir;
+    test::write_file(dir / "origin/x", test::make_bytes(1, 10));
+    test::fs::create_directories(dir / "mnt");
+    const auto config = dir / "tc.toml";
+    std::ofstream(config) << "[[tier]]\nkind = \"dram\"\nsize = \"12XB\"\n";
+    const std::string bin = test::fuse_binary(), o = (dir / "origin").string(), m = (dir / "mnt").string();
+    struct Case {
+        std::vector<std::string> args;
+        std::vector<std::string> says;
+    };
+    const Case cases[] = {
+        {{o, m, "--config", config.string()}, {config.string() + ":3:", "'12XB'"}},
+        {{o, m, "--config", (dir / "none.toml").string()}, {"none.toml", "no such file"}},
+        {{o, m, "--pmem", (dir / "nope").string() + ":1GiB"}, {"pmem tier", "nope", "no such directory"}},
+        {{o, m, "--pmem", "1GiB"}, {"--pmem '1GiB'", "DIR:SIZE"}},
+        {{o, m, "--cxl", "7:1GiB"}, {"NUMA node 7 does not exist"}},
+        {{o, m, "--cxl", "0:12XB"}, {"cxl tier", "'12XB'"}},
+    };
+    for (const auto& c : cases) {
+        std::vector<std::string> argv = {bin};
+        argv.insert(argv.end(), c.args.begin(), c.args.end());
+        const auto result = test::run(argv);
+        INFO("args: " << Catch::Detail::stringify(c.args) << "\noutput: " << result.output);
+        CHECK(result.status == 1);
+        for (const auto& s : c.says) CHECK_THAT(result.output, Catch::Contains(s));
+        CHECK_FALSE(test::is_mounted(dir / "mnt"));
+    }
+}
+
+TEST_CASE("remounting with the same nvme dir starts warm: the first epoch reads almost nothing from the origin", "[mount][nvme]") {
+    test::TempDir dir;
+    const path origin = dir / "origin";
+    std::vector<std::string> names;
+    for (int i = 0; i < 150; ++i) {
+        names.push_back("c" + std::to_string(i % 5) + "/s" + std::to_string(i));
+        test::write_file(origin / names.back(), test::make_bytes(300 + i, 20000 + static_cast<std::size_t>(i) * 97));
+    }
+    test::fs::create_directories(dir / "nvme");
+    const std::vector<std::string> options = {"--dram", "1MiB", "--nvme", (dir / "nvme").string() + ":64MiB"};
+    {
+        test::Mount mnt(origin, dir / "mnt", options);
+        CHECK(compare_shuffled(mnt.path(), origin, names, 4, 1) == 0);
+        CHECK(mnt.stop() == 0);  // a clean unmount saves the nvme index
+    }
+    test::Mount mnt(origin, dir / "mnt", options);
+    CHECK(compare_shuffled(mnt.path(), origin, names, 4, 2) == 0);
+    const auto stats = mnt.stats();
+    CHECK(stats["origin"]["bytes_read"] == 0);
+    CHECK(stats["tiers"]["nvme"]["hits"].get<std::uint64_t>() >= names.size() - 10);
+}

@@ -1,33 +1,46 @@
 // The cache: a sample's way from the origin to a reader, top to bottom.
 //
 //   Cache::read / read_chunk
-//     1. the dram tier holds it?  pin it, copy from (or hand out) tier memory      -> hit
-//     2. the policy admits it?    read the whole sample from the origin into the tier,
-//                                 checksum it, publish it, serve from it           -> miss
-//     3. otherwise                read just the asked-for bytes from the origin    -> miss
+//     1. a memory tier holds it (dram, then pmem, cxl)?  pin it, copy from (or hand out) its
+//        bytes; a hit below dram may promote it, as that tier's policy says      -> hit
+//     2. the nvme tier holds it?   read it whole, verify its checksum, promote it
+//        into a memory tier that admits it (the nvme copy stays)                   -> hit
+//     3. otherwise                 read it from the origin into the first tier whose
+//        policy admits it (whole, checksummed, published), or just the asked-for
+//        bytes if none does                                                        -> miss
 //
+// Placement moves samples between tiers under one lock (placement_mutex_): a sample evicted
+// from a faster tier is demoted to the next one with room, not dropped. Samples read from the
+// origin are also written through to nvme, so a restart finds them. Reads take no lock.
 // Thread-safe: any number of threads may read at once.
 #pragma once
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "catalog.hpp"
 #include "config.hpp"
-#include "dram_tier.hpp"
+#include "detail/xxh3.hpp"
 #include "error.hpp"
+#include "memory_tier.hpp"
+#include "numa_region.hpp"
+#include "nvme_tier.hpp"
 #include "origin.hpp"
+#include "pmem_region.hpp"
 #include "sample_ref.hpp"
 #include "segment.hpp"
 #include "stats.hpp"
 
 namespace tiercache {
 
-// Bytes of one read without a copy: either a span of tier memory that `ref` keeps pinned, or
-// bytes read from the origin into the caller's scratch buffer.
+// Bytes of one read without a copy: a span of tier memory that `ref` keeps pinned, or bytes
+// in the caller's scratch buffer (or, after an nvme or origin read of a whole sample, in a
+// buffer of the calling thread's, valid until its next read).
 struct Chunk {
     SampleRef ref;
     std::span<const std::byte> bytes;
@@ -35,8 +48,8 @@ struct Chunk {
 
 class Cache {
 public:
-    // Scans the origin and builds the segment. Throws std::invalid_argument for a bad config
-    // and std::runtime_error when the origin cannot be scanned or the segment made.
+    // Scans the origin and builds the tiers. Throws std::invalid_argument for a bad config
+    // and std::runtime_error when the origin cannot be scanned or a tier made.
     static Cache open(const Config& config) { return Cache(config); }
 
     // For tests: read through `origin` (a slow or failing double) instead of the config's.
@@ -44,18 +57,22 @@ public:
         config_.validate();
         origin_ = origin ? std::move(origin) : std::make_unique<Origin>(config_.origin());
         const ScanResult scan = scan_origin(config_.origin());
-        const std::uint64_t capacity = config_.dram_bytes();
-        // Room for the catalog, the slots, and the tier's bytes with the allocator's overhead
-        // (about 1/16 for ~100 KiB samples).
-        const std::uint64_t segment_bytes = scan.segment_bytes() + scan.samples.size() * sizeof(SampleSlot) +
-                                            capacity + capacity / 16 + (16u << 20);
+        const std::uint64_t dram = config_.dram_bytes();
+        const std::size_t memory_tiers = config_.tiers().size();
+        // Room for the catalog, the slots of every tier, and the dram tier's bytes with the
+        // allocator's overhead.
+        const std::uint64_t segment_bytes = scan.segment_bytes() + memory_tiers * scan.samples.size() * sizeof(SampleSlot) +
+                                            scan.samples.size() * sizeof(std::uint32_t) + with_overhead(dram);
         segment_ = std::make_unique<Segment>(config_.segment_dir(), segment_bytes);
         catalog_ = Catalog::place(*segment_, scan);
         origin_counters_ = segment_->construct_array<OriginCounters>("origin.counters", 1);
-        dram_ = std::make_unique<DramTier>(*segment_, catalog_, capacity, make_policy(config_.policy(), catalog_.size()));
+        fetching_ = segment_->construct_array<std::atomic<std::uint32_t>>("cache.fetching", std::max<std::size_t>(catalog_.size(), 1));
+        for (const TierConfig& t : config_.tiers()) add_tier(t);
         log(LogLevel::info, "catalog: ", catalog_.size(), " samples (", format_size(catalog_.total_bytes()), ") in ",
             catalog_.dir_count(), " directories", scan.skipped ? ", " + std::to_string(scan.skipped) + " entries skipped" : "",
-            "; dram tier ", format_size(capacity), ", policy ", config_.policy());
+            "; policy ", config_.policy());
+        for (const auto& tier : memory_)
+            log(LogLevel::info, tier->name(), " tier: ", format_size(tier->capacity()), " in ", tier->region().describe());
     }
     explicit Cache(const Config& config) : Cache(config, nullptr) {}
     Cache(const Cache&) = delete;
@@ -85,67 +102,328 @@ public:
         return chunk.bytes.size();
     }
 
-    // Like read(), without a copy when the bytes are in a tier. `scratch` (at least the
-    // length wanted) receives them otherwise.
+    // Like read(), without a copy when the bytes are in a memory tier. `scratch` (at least
+    // the length wanted) receives them otherwise.
     Chunk read_chunk(SampleId id, std::uint64_t offset, std::span<std::byte> scratch) {
         const std::uint64_t size = this->size(id);
         if (offset >= size || scratch.empty()) return {};
         const std::size_t length = static_cast<std::size_t>(std::min<std::uint64_t>(scratch.size(), size - offset));
-        TierCounters& dram = dram_->counters();
+        auto part = [&](std::span<const std::byte> whole) { return whole.subspan(offset, length); };
 
-        if (SampleRef ref = dram_->pin(id)) {
-            dram.hits.fetch_add(1, std::memory_order_relaxed);
-            dram.bytes_read.fetch_add(length, std::memory_order_relaxed);
-            dram_->policy().on_hit(id);
-            const auto bytes = ref.bytes().subspan(offset, length);
+        for (;;) {
+            if (SampleRef ref = find_in_memory(id, length)) {
+                const auto bytes = part(ref.bytes());
+                return {std::move(ref), bytes};
+            }
+            if (nvme_) {
+                std::span<std::byte> whole = thread_buffer(size);
+                if (NvmeHit got = read_nvme(id, whole); got.hit) {
+                    if (!got.promoted) return {{}, part(whole)};  // held on nvme only
+                    const auto bytes = part(got.promoted.bytes());
+                    return {std::move(got.promoted), bytes};
+                }
+            }
+            Fetch fetch = begin_fetch(id);
+            if (fetch.kind == Fetch::wait) {
+                fetching_[id].wait(1);
+                continue;
+            }
+            if (fetch.kind == Fetch::bypass) {  // no tier takes it: just the bytes asked for
+                const std::size_t n = read_origin(id, offset, scratch.first(length), false);
+                return {{}, scratch.first(n)};
+            }
+            if (fetch.kind == Fetch::nvme) {
+                std::span<std::byte> whole = thread_buffer(size);
+                finish_nvme_fetch(id, whole);
+                return {{}, part(whole)};
+            }
+            SampleRef ref = finish_fetch(id, fetch);
+            const auto bytes = part(ref.bytes());
             return {std::move(ref), bytes};
         }
-        dram.misses.fetch_add(1, std::memory_order_relaxed);
-        if (SampleRef ref = dram_->admit(id, [&](std::span<std::byte> whole) { read_origin(id, 0, whole, true); })) {
-            const auto bytes = ref.bytes().subspan(offset, length);
-            return {std::move(ref), bytes};
-        }
-        const std::size_t n = read_origin(id, offset, scratch.first(length), false);
-        return {{}, scratch.first(n)};
     }
 
-    // The whole sample pinned in a tier (zero-copy), bringing it in if the policy admits it;
-    // empty when it stays out.
+    // The whole sample pinned in a memory tier (zero-copy), bringing it in if a tier's policy
+    // admits it; empty when it stays out.
     SampleRef acquire(SampleId id) {
         check(id);
-        if (SampleRef ref = dram_->pin(id)) {
-            dram_->counters().hits.fetch_add(1, std::memory_order_relaxed);
-            dram_->policy().on_hit(id);
-            return ref;
+        const std::uint64_t size = catalog_.size_of(id);
+        for (;;) {
+            if (SampleRef ref = find_in_memory(id, size)) return ref;
+            if (nvme_) {
+                if (NvmeHit got = read_nvme(id, thread_buffer(size)); got.hit) return std::move(got.promoted);
+            }
+            Fetch fetch = begin_fetch(id);
+            if (fetch.kind == Fetch::wait) {
+                fetching_[id].wait(1);
+                continue;
+            }
+            if (fetch.kind == Fetch::bypass) return {};
+            if (fetch.kind == Fetch::nvme) {
+                finish_nvme_fetch(id, thread_buffer(size));
+                return {};
+            }
+            return finish_fetch(id, fetch);
         }
-        dram_->counters().misses.fetch_add(1, std::memory_order_relaxed);
-        return dram_->admit(id, [&](std::span<std::byte> whole) { read_origin(id, 0, whole, true); });
     }
 
-    // The XXH3-64 checksum taken when the sample entered the dram tier; none if not resident.
+    // Writes the nvme tier's index, so that a restart finds it warm (also done on close).
+    void flush() {
+        if (nvme_) nvme_->flush();
+    }
+
+    // The XXH3-64 checksum taken when the sample entered the cache, if a memory tier holds it.
     std::optional<std::uint64_t> resident_checksum(SampleId id) {
         check(id);
-        return dram_->checksum(id);
+        for (auto& tier : memory_)
+            if (auto sum = tier->checksum(id)) return sum;
+        return std::nullopt;
     }
 
     Stats stats() const {
         Stats s;
-        s.tiers.push_back(TierStats::from("dram", dram_->counters()));
+        for (const auto& tier : memory_) s.tiers.push_back(TierStats::from(tier->name(), tier->region().describe(), tier->counters()));
+        if (nvme_) s.tiers.push_back(TierStats::from("nvme", nvme_->describe(), nvme_->counters()));
         s.origin_bytes_read = origin_counters_->bytes_read.load();
         s.origin_reads = origin_counters_->reads.load();
         s.origin_errors = origin_counters_->errors.load();
         s.samples = catalog_.size();
         s.dataset_bytes = catalog_.total_bytes();
         s.segment_bytes = segment_->size();
-        s.policy = std::string(dram_->policy().name());
+        s.policy = config_.policy();
         return s;
     }
 
 private:
+    // A region's size for `capacity` bytes of samples: the allocator's headers and
+    // fragmentation take about 1/16 for ~100 KiB samples.
+    static std::uint64_t with_overhead(std::uint64_t capacity) { return capacity + capacity / 16 + (16u << 20); }
+
+    void add_tier(const TierConfig& t) {
+        const std::uint64_t capacity = tier_bytes(t);
+        const std::byte* base = nullptr;  // private regions: slots hold absolute addresses
+        switch (t.kind) {
+            case TierKind::dram:
+                regions_.push_back(std::make_unique<SegmentRegion>(*segment_));
+                base = segment_->at(0);  // offsets into the segment, meaningful to any process mapping it
+                break;
+            case TierKind::pmem:
+                regions_.push_back(std::make_unique<PmemRegion>(t.dir, with_overhead(capacity)));
+                break;
+            case TierKind::cxl:
+                regions_.push_back(std::make_unique<NumaRegion>(t.node, with_overhead(capacity)));
+                break;
+            case TierKind::nvme:
+                nvme_ = std::make_unique<NvmeTier>(catalog_, t.dir, capacity);
+                log(LogLevel::info, nvme_->describe(), ": ", nvme_->warm_samples(), " samples warm from its index");
+                return;
+        }
+        memory_.push_back(std::make_unique<MemoryTier>(t.name(), *segment_, catalog_, *regions_.back(), base, capacity,
+                                                       make_policy(config_.policy(), catalog_.size())));
+    }
+
     void check(SampleId id) const {
         if (!catalog_.contains(id))
             throw UnknownSample("sample id " + std::to_string(id) + " out of range (catalog holds " +
                                 std::to_string(catalog_.size()) + ")");
+    }
+
+    // ---- hits ---------------------------------------------------------------------------
+
+    // The sample pinned in the fastest memory tier holding it, counting a hit there and a
+    // miss in each tier above; a hit below the first tier may promote it.
+    SampleRef find_in_memory(SampleId id, std::size_t length) {
+        for (std::size_t k = 0; k < memory_.size(); ++k) {
+            MemoryTier& tier = *memory_[k];
+            if (SampleRef ref = tier.pin(id)) {
+                tier.counters().hits.fetch_add(1, std::memory_order_relaxed);
+                tier.counters().bytes_read.fetch_add(length, std::memory_order_relaxed);
+                tier.policy().on_hit(id);
+                if (k > 0 && promotion_possible(id, k)) promote(id, k, ref);
+                return ref;
+            }
+            tier.counters().misses.fetch_add(1, std::memory_order_relaxed);
+        }
+        return {};
+    }
+
+    // Whether a tier faster than `k` could take `id` now, checked without the lock so that
+    // hits below a full no-evict tier cost nothing.
+    bool promotion_possible(SampleId id, std::size_t k) {
+        for (std::size_t j = 0; j < k; ++j)
+            if (memory_[j]->policy().evicts() || memory_[j]->free_bytes() >= catalog_.size_of(id)) return true;
+        return false;
+    }
+
+    // Moves `id` from tier k (where `from` pins it) to the fastest tier above that admits it.
+    void promote(SampleId id, std::size_t k, const SampleRef& from) {
+        std::lock_guard lock(placement_mutex_);
+        if (fetching_[id].load() != 0 || !memory_[k]->resident(id)) return;  // on the move already
+        const std::uint64_t checksum = *memory_[k]->checksum(id);
+        for (std::size_t j = 0; j < k; ++j) {
+            if (std::byte* bytes = admit_into(j, id)) {
+                std::memcpy(bytes, from.bytes().data(), from.bytes().size());
+                memory_[j]->publish(id, bytes, checksum);
+                memory_[j]->counters().promotions.fetch_add(1, std::memory_order_relaxed);
+                // Making room above may have demoted a victim into tier k and evicted `id`
+                // from it already; otherwise it goes now (the reader's pin keeps its bytes).
+                if (memory_[k]->resident(id)) memory_[k]->evict(id);
+                return;
+            }
+        }
+    }
+
+    // ---- placement: placement_mutex_ held ------------------------------------------------
+
+    // Room for `id` in memory tier k if its policy admits it, demoting that tier's victims
+    // as needed; the reserved block, or nullptr.
+    std::byte* admit_into(std::size_t k, SampleId id) {
+        MemoryTier& tier = *memory_[k];
+        const std::uint64_t size = catalog_.size_of(id);
+        if (size == 0 || size > tier.capacity() || !tier.policy().admit(id, size, tier.free_bytes())) return nullptr;
+        if (std::byte* bytes = tier.reserve(id)) return bytes;
+        while (tier.policy().evicts()) {
+            const auto victim = tier.policy().victim();
+            if (!victim) break;
+            demote(k, *victim);
+            if (std::byte* bytes = tier.reserve(id)) return bytes;
+        }
+        return nullptr;
+    }
+
+    // Evicts `id` from memory tier k, first copying it to the next tier down that admits it.
+    void demote(std::size_t k, SampleId id) {
+        MemoryTier& tier = *memory_[k];
+        if (SampleRef from = tier.pin(id)) {
+            const std::uint64_t checksum = *tier.checksum(id);
+            bool placed = false;
+            for (std::size_t j = k + 1; j < memory_.size() && !placed; ++j) {
+                if (std::byte* bytes = admit_into(j, id)) {
+                    std::memcpy(bytes, from.bytes().data(), from.bytes().size());
+                    memory_[j]->publish(id, bytes, checksum);
+                    placed = true;
+                }
+            }
+            if (!placed && nvme_) placed = put_nvme(id, from.bytes(), checksum);
+            if (placed) tier.counters().demotions.fetch_add(1, std::memory_order_relaxed);
+        }
+        tier.evict(id);
+    }
+
+    // Stores a copy on nvme (if not there already), evicting its oldest slab when full and
+    // the policy evicts. Thread-safe: the nvme tier locks itself.
+    bool put_nvme(SampleId id, std::span<const std::byte> bytes, std::uint64_t checksum) {
+        if (nvme_->put(id, bytes, checksum)) return true;
+        const bool evicts = memory_.back()->policy().evicts();  // one policy for every tier
+        return evicts && nvme_->admitting() && nvme_->evict_oldest_slab() && nvme_->put(id, bytes, checksum);
+    }
+
+    // ---- nvme -----------------------------------------------------------------------------
+
+    // A buffer of the calling thread's for whole samples read from nvme or the origin.
+    static std::span<std::byte> thread_buffer(std::uint64_t size) {
+        thread_local std::vector<std::byte> buffer;
+        if (buffer.size() < size) buffer.resize(size);
+        return {buffer.data(), static_cast<std::size_t>(size)};
+    }
+
+    struct NvmeHit {
+        bool hit = false;    // `whole` holds the sample, verified
+        SampleRef promoted;  // its copy in a memory tier, if one took it
+    };
+
+    // Reads `id` from nvme into `whole`, then promotes it into the first memory tier that
+    // admits it. The nvme copy stays: it is what makes a restart warm.
+    NvmeHit read_nvme(SampleId id, std::span<std::byte> whole) {
+        if (nvme_->get(id, whole) != NvmeRead::hit) return {};  // absent, or a bad copy dropped: the origin again
+        if (!promotion_possible(id, memory_.size())) return {true, {}};
+        const auto stored = nvme_->checksum(id);  // the bytes were just verified against it
+        const std::uint64_t checksum = stored ? *stored : detail::xxh3(whole);
+        std::lock_guard lock(placement_mutex_);
+        if (fetching_[id].load() != 0) return {true, {}};
+        for (std::size_t k = 0; k < memory_.size(); ++k) {
+            if (memory_[k]->resident(id)) return {true, {}};  // promoted by another reader meanwhile
+            if (std::byte* bytes = admit_into(k, id)) {
+                std::memcpy(bytes, whole.data(), whole.size());
+                memory_[k]->counters().promotions.fetch_add(1, std::memory_order_relaxed);
+                return {true, memory_[k]->publish(id, bytes, checksum)};
+            }
+        }
+        return {true, {}};
+    }
+
+    // ---- misses ---------------------------------------------------------------------------
+
+    // What a miss does: wait for another thread's fetch of the same sample, read it into a
+    // memory tier's reserved block, or bypass the tiers.
+    struct Fetch {
+        enum Kind { wait, memory, nvme, bypass } kind;
+        std::size_t tier = 0;
+        std::byte* bytes = nullptr;
+    };
+
+    Fetch begin_fetch(SampleId id) {
+        std::lock_guard lock(placement_mutex_);
+        if (fetching_[id].load() != 0) return {Fetch::wait};
+        for (std::size_t k = 0; k < memory_.size(); ++k) {
+            if (memory_[k]->resident(id)) return {Fetch::wait};  // arrived meanwhile: look again
+            if (std::byte* bytes = admit_into(k, id)) {
+                fetching_[id].store(1);
+                return {Fetch::memory, k, bytes};
+            }
+        }
+        for (auto& tier : memory_) tier->counters().rejections.fetch_add(1, std::memory_order_relaxed);
+        if (nvme_ && nvme_->admitting() && catalog_.size_of(id) > 0) {
+            fetching_[id].store(1);
+            return {Fetch::nvme};
+        }
+        return {Fetch::bypass};
+    }
+
+    // Reads the whole sample from the origin into `whole` and stores it on nvme.
+    void finish_nvme_fetch(SampleId id, std::span<std::byte> whole) {
+        auto done = [&] {
+            fetching_[id].store(0);
+            fetching_[id].notify_all();
+        };
+        try {
+            read_origin(id, 0, whole, true);
+        } catch (...) {
+            done();
+            throw;
+        }
+        put_nvme(id, whole, detail::xxh3(whole));
+        done();
+    }
+
+    // Reads the whole sample from the origin into the reserved block, checksums and
+    // publishes it. On an origin error the block goes back and the error propagates.
+    SampleRef finish_fetch(SampleId id, const Fetch& fetch) {
+        MemoryTier& tier = *memory_[fetch.tier];
+        const std::uint64_t size = catalog_.size_of(id);
+        try {
+            read_origin(id, 0, {fetch.bytes, size}, true);
+        } catch (...) {
+            {
+                std::lock_guard lock(placement_mutex_);
+                tier.abort(id, fetch.bytes);
+                fetching_[id].store(0);
+            }
+            fetching_[id].notify_all();
+            throw;
+        }
+        const std::uint64_t checksum = detail::xxh3({fetch.bytes, size});
+        // Written through to nvme as well, so that a restart finds it warm, and a later
+        // demotion from the memory tiers costs no write.
+        if (nvme_) put_nvme(id, {fetch.bytes, size}, checksum);
+        SampleRef ref;
+        {
+            std::lock_guard lock(placement_mutex_);
+            ref = tier.publish(id, fetch.bytes, checksum);
+            fetching_[id].store(0);
+        }
+        fetching_[id].notify_all();
+        return ref;
     }
 
     // `whole`: the read must fill dest, or the origin changed under us.
@@ -167,10 +445,16 @@ private:
 
     Config config_;
     std::unique_ptr<Origin> origin_;
-    std::unique_ptr<Segment> segment_;     // holds everything below
+    std::unique_ptr<Segment> segment_;                   // catalog, slots, counters, dram bytes
     Catalog catalog_;
-    OriginCounters* origin_counters_ = nullptr;
-    std::unique_ptr<DramTier> dram_;
+    OriginCounters* origin_counters_ = nullptr;          // in the segment
+    std::atomic<std::uint32_t>* fetching_ = nullptr;     // in the segment: 1 while a miss reads the sample
+    std::vector<std::unique_ptr<MemoryRegion>> regions_; // one per memory tier
+    std::vector<std::unique_ptr<MemoryTier>> memory_;    // fastest first
+    std::unique_ptr<NvmeTier> nvme_;                     // the slowest tier, if configured
+
+    // Lock order: placement_mutex_, then a policy's own lock. Readers take neither.
+    std::mutex placement_mutex_;  // protects every tier's placement: reserve, publish, evict, demote, promote
 };
 
 }  // namespace tiercache

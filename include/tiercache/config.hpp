@@ -150,6 +150,8 @@ public:
             const std::string where = (t.source.empty() ? "" : t.source + ": ") + t.name() + " tier";
             for (std::size_t j = 0; j < i; ++j)
                 if (tiers_[j].kind == t.kind) throw std::invalid_argument(where + ": given twice");
+            if (t.kind == TierKind::nvme && i + 1 != tiers_.size())
+                throw std::invalid_argument(where + ": must be the last (slowest) tier");
             if ((t.kind == TierKind::pmem || t.kind == TierKind::nvme) && !std::filesystem::is_directory(t.dir, ec))
                 throw std::invalid_argument(where + ": directory '" + t.dir.string() + "': " +
                                             (std::filesystem::exists(t.dir, ec) ? "not a directory" : "no such directory"));

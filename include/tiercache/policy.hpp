@@ -1,4 +1,5 @@
-// Admission and eviction for a tier, behind one interface so policies can be compared.
+// Admission and eviction for a tier (one instance per tier), behind one interface so policies
+// can be compared.
 //
 // Shuffled epochs defeat LRU: with room for a fraction f of the dataset, each epoch evicts
 // what the next one needs before it comes round, and the hit rate falls towards f^2/2. The
@@ -22,6 +23,9 @@ class Policy {
 public:
     virtual ~Policy() = default;
     virtual std::string_view name() const = 0;
+    // Whether it ever evicts to make room. One that does not is never asked for a victim, and
+    // a faster tier under it takes no promotion once full.
+    virtual bool evicts() const = 0;
 
     // A resident sample was read. May be called from any thread, at any time.
     virtual void on_hit(SampleId) {}
@@ -40,6 +44,7 @@ public:
 class NoEvictPolicy final : public Policy {
 public:
     std::string_view name() const override { return "noevict"; }
+    bool evicts() const override { return false; }
     bool admit(SampleId, std::uint64_t bytes, std::uint64_t free_bytes) override { return bytes <= free_bytes; }
     std::optional<SampleId> victim() override { return std::nullopt; }
     void on_insert(SampleId) override {}
@@ -53,6 +58,7 @@ public:
     explicit LruPolicy(std::size_t sample_count) : prev_(sample_count, kNone), next_(sample_count, kNone), linked_(sample_count, 0) {}
 
     std::string_view name() const override { return "lru"; }
+    bool evicts() const override { return true; }
     void on_hit(SampleId id) override {
         std::lock_guard lock(mutex_);
         if (!linked_[id]) return;  // evicted meanwhile

@@ -24,7 +24,7 @@ namespace tiercache {
 // Bump when the layout of anything placed in a segment changes (SegmentHeader, the catalog
 // records, SampleSlot, TierCounters, OriginCounters): a process must never map a segment laid
 // out by another version.
-inline constexpr std::uint32_t kSegmentVersion = 1;
+inline constexpr std::uint32_t kSegmentVersion = 2;  // 2: TierCounters gained promotions and demotions
 inline constexpr std::uint32_t kSegmentMagic = 0x54434331;  // "TCC1"
 
 struct SegmentHeader {
