@@ -1,12 +1,12 @@
 // `tiercache`: the companion command of tiercache-fuse. This file only wires the command
 // line (CLI11) to one function per subcommand; each lives in its own source file.
 #include <CLI/CLI.hpp>
+#include <tiercache/config_file.hpp>
 #include <tiercache/version.hpp>
 #include <cstdint>
 #include <cstdio>
 #include <exception>
 #include <string>
-#include <tiercache/version.hpp>
 
 #include "bench_read.hpp"
 #include "gen.hpp"
@@ -22,6 +22,16 @@ namespace {
 const CLI::Validator kNotNegative(
     [](std::string& value) { return value.starts_with('-') ? "'" + value + "' is negative" : std::string(); },
     "NOT NEGATIVE");
+
+// MOUNTPOINT when the command line leaves it out: [mount] mountpoint of the config file.
+std::string mountpoint_from(const std::string& config) {
+    if (config.empty()) throw std::runtime_error("no MOUNTPOINT: give it, or --config FILE with [mount] mountpoint");
+    const auto file = tiercache::ConfigFile::load(config);
+    const toml::table* mount = file.section("mount", {"mountpoint", "foreground", "kernel_cache", "threads", "log"});
+    const auto mountpoint = mount ? file.string_at(*mount, "mountpoint") : std::nullopt;
+    if (!mountpoint) throw std::runtime_error(config + ": no [mount] mountpoint to take MOUNTPOINT from");
+    return *mountpoint;
+}
 
 }  // namespace
 
@@ -48,17 +58,22 @@ int main(int argc, char** argv) {
 
     StatsOptions stats;
     auto* stats_cmd = app.add_subcommand("stats", "Show a mount's cache counters (from MOUNTPOINT/.tiercache/stats)");
-    stats_cmd->add_option("MOUNTPOINT", stats.mountpoint, "A tiercache-fuse mount point")->required();
+    stats_cmd->add_option("MOUNTPOINT", stats.mountpoint, "A tiercache-fuse mount point (or [mount] mountpoint of --config)");
     stats_cmd->add_flag("--json", stats.json, "Print the stats JSON itself");
+    std::string stats_config;
+    stats_cmd->add_option("--config", stats_config, "The mount's TOML config file: MOUNTPOINT comes from it");
 
     TiersOptions tiers;
     auto* tiers_cmd = app.add_subcommand(
         "tiers", "Show the memory this host has (NUMA nodes, memkind kinds) and the tiers tiercache would use by default");
     tiers_cmd->add_flag("--json", tiers.json, "Print one JSON object instead of the tables");
+    tiers_cmd->add_option("--config", tiers.config, "Also check a TOML config file and show the tiers it would make");
 
     WarmOptions warm;
     auto* warm_cmd = app.add_subcommand("warm", "Read files through a mount so that the cache holds them");
-    warm_cmd->add_option("MOUNTPOINT", warm.mountpoint, "A tiercache-fuse mount point, or a folder inside one")->required();
+    warm_cmd->add_option("MOUNTPOINT", warm.mountpoint, "A tiercache-fuse mount point, or a folder inside one (or from --config)");
+    std::string warm_config;
+    warm_cmd->add_option("--config", warm_config, "The mount's TOML config file: MOUNTPOINT comes from it");
     warm_cmd->add_option("PATHS", warm.paths, "Files or folders to warm, relative to MOUNTPOINT (default: all)");
     warm_cmd->add_option("--readers", warm.readers, "Reader threads")->capture_default_str()->check(CLI::Range(1, 1024));
 
@@ -94,6 +109,7 @@ int main(int argc, char** argv) {
         }
         if (*stats_cmd) {
             command += " stats";
+            if (stats.mountpoint.empty()) stats.mountpoint = mountpoint_from(stats_config);
             run_stats(stats);
             return 0;
         }
@@ -104,6 +120,7 @@ int main(int argc, char** argv) {
         }
         if (*warm_cmd) {
             command += " warm";
+            if (warm.mountpoint.empty()) warm.mountpoint = mountpoint_from(warm_config);
             return run_warm(warm);
         }
         if (*bench_read_cmd) {

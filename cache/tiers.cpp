@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <tiercache/config_file.hpp>
 #include <tiercache/topology.hpp>
 
 #include "human.hpp"
@@ -93,14 +94,41 @@ Json to_json(const Topology& t) {
     return out;
 }
 
+// The tiers a config file makes, checked as tiercache-fuse would check them.
+Json configured_tiers(const std::string& path) {
+    Config config = ConfigFile::load(path).apply(Config{});
+    if (config.origin().empty()) config.origin("/");  // the origin is not ours to check here
+    config.validate();
+    Json out = Json::array();
+    for (const TierConfig& t : config.tiers()) {
+        Json entry{{"tier", t.name()}, {"size", t.size}, {"bytes", tier_bytes(t)}};
+        if (!t.dir.empty()) entry["dir"] = t.dir.string();
+        if (t.node >= 0) entry["node"] = t.node;
+        out.push_back(std::move(entry));
+    }
+    return out;
+}
+
 }  // namespace
 
 void run_tiers(const TiersOptions& options) {
     const Topology topology = Topology::discover();
-    if (options.json)
-        std::printf("%s\n", to_json(topology).dump(2).c_str());
-    else
-        print_report(topology);
+    const Json configured = options.config.empty() ? Json() : configured_tiers(options.config);
+    if (options.json) {
+        Json out = to_json(topology);
+        if (!options.config.empty()) out["configured"] = configured;
+        std::printf("%s\n", out.dump(2).c_str());
+        return;
+    }
+    print_report(topology);
+    if (options.config.empty()) return;
+    std::printf("\nWhat %s makes (fastest first)\n", options.config.c_str());
+    Table table(Table::Values::left);
+    table.add_row({"tier", "size", "where"});
+    for (const auto& t : configured)
+        table.add_row({t["tier"].get<std::string>(), human_bytes(t["bytes"].get<double>()) + " (" + t["size"].get<std::string>() + ")",
+                       t.contains("dir") ? t["dir"].get<std::string>() : t.contains("node") ? "NUMA node " + std::to_string(t["node"].get<int>()) : "-"});
+    table.print(stdout, "  ");
 }
 
 }  // namespace tiercache::cli

@@ -2,10 +2,13 @@
 // tiercache would use by default.
 #pragma once
 
+#include <string>
+
 namespace tiercache::cli {
 
 struct TiersOptions {
-    bool json = false;  // one JSON object instead of the tables
+    bool json = false;   // one JSON object instead of the tables
+    std::string config;  // a config file to check and lay out too
 };
 
 // Throws std::runtime_error when the topology cannot be read.

@@ -400,3 +400,39 @@ TEST_CASE("remounting with the same nvme dir starts warm: the first epoch reads 
     CHECK(stats["origin"]["bytes_read"] == 0);
     CHECK(stats["tiers"]["nvme"]["hits"].get<std::uint64_t>() >= names.size() - 10);
 }
+
+TEST_CASE("tiercache tiers shows the host and checks a config; stats and warm take the mountpoint from it", "[mount][config][cli]") {
+    test::TempDir dir;
+    test::write_file(dir / "origin/a/x.bin", test::make_bytes(1, 50000));
+    test::fs::create_directories(dir / "nvme");
+    test::fs::create_directories(dir / "mnt");
+    const auto config = dir / "tc.toml";
+    std::ofstream(config) << "origin = \"" << (dir / "origin").string() << "\"\n"
+                          << "[[tier]]\nkind = \"dram\"\nsize = \"8MiB\"\n"
+                          << "[[tier]]\nkind = \"cxl\"\nnode = 0\nsize = \"4MiB\"\n"
+                          << "[[tier]]\nkind = \"nvme\"\npath = \"" << (dir / "nvme").string() << "\"\nsize = \"32MiB\"\n"
+                          << "[mount]\nmountpoint = \"" << (dir / "mnt").string() << "\"\n";
+    const std::string cli = TIERCACHE_CLI_BIN;
+    const auto tiers = test::run({cli, "tiers", "--json", "--config", config.string()});
+    REQUIRE(tiers.status == 0);
+    const auto j = nlohmann::json::parse(tiers.output);
+    CHECK(j["numa_nodes"].size() >= 1);
+    CHECK(j["numa_nodes"][0]["capacity_bytes"].get<std::uint64_t>() > 0);
+    REQUIRE(j["configured"].size() == 3);
+    CHECK(j["configured"][1]["tier"] == "cxl");
+    CHECK(j["configured"][2]["bytes"] == 32 << 20);
+
+    test::Mount mnt("", dir / "mnt", {"--config", config.string()}, {}, /*positional=*/false);
+    const auto warm = test::run({cli, "warm", "--config", config.string()});
+    CHECK(warm.status == 0);
+    const auto stats = test::run({cli, "stats", "--json", "--config", config.string()});
+    REQUIRE(stats.status == 0);
+    const auto s = nlohmann::json::parse(stats.output);
+    CHECK(s["origin"]["bytes_read"] == 50000);
+    CHECK(s["tier_order"] == nlohmann::json::array({"dram", "cxl", "nvme"}));
+
+    std::ofstream(dir / "bad.toml") << "[[tier]]\nkind = \"dram\"\nsize = \"12XB\"\n";
+    const auto bad = test::run({cli, "tiers", "--config", (dir / "bad.toml").string()});
+    CHECK(bad.status == 1);
+    CHECK_THAT(bad.output, Catch::Contains("bad.toml:3") && Catch::Contains("'12XB'"));
+}
