@@ -399,6 +399,42 @@ TEST_CASE("nvme: a restarted tier on the same directory starts warm", "[nvme]") 
     CHECK(got == ds.bytes[4]);
 }
 
+TEST_CASE("nvme: an older index naming a slab reused since (a crash before the next save) drops that slab only", "[nvme]") {
+    Dataset ds(std::vector<std::size_t>(10, 100 * KiB));  // 2 per 256 KiB slab
+    test::TempDir dir, logs;
+    const NvmeOptions options{.slab_bytes = 256 * KiB};
+    const fs::path index = dir / "index.tci";
+    test::Bytes old_index;
+    {
+        NvmeTier tier(ds.catalog, dir.path(), 1 * MiB, options);  // 4 slabs
+        for (SampleId id = 0; id < 8; ++id) REQUIRE(ds.put(tier, id));
+        tier.flush();
+        old_index = read_all(index);
+        // Slab 0 (samples 0 and 1) is evicted and refilled with samples 8 and 9.
+        REQUIRE(tier.evict_oldest_slab());
+        REQUIRE(ds.put(tier, 8));
+        REQUIRE(ds.put(tier, 9));
+    }
+    write_all(index, old_index);  // as if the process died before saving again
+
+    LogCapture log(logs / "log");
+    NvmeTier tier(ds.catalog, dir.path(), 1 * MiB, options);
+    CHECK(tier.warm_samples() == 6);
+    CHECK_THAT(log.text(), Catch::Contains("slab-00000.tcs was reused"));
+    test::Bytes got;
+    for (SampleId id = 0; id < ds.size(); ++id) {
+        INFO("sample " << id);
+        const NvmeRead r = get(tier, ds, id, got);
+        if (id < 2 || id >= 8) {
+            CHECK(r == NvmeRead::absent);  // never the bytes now in slab 0
+        } else {
+            REQUIRE(r == NvmeRead::hit);
+            CHECK(got == ds.bytes[id]);
+        }
+    }
+    CHECK(tier.counters().checksum_failures == 0);
+}
+
 TEST_CASE("nvme: flipped bits in a slab are caught on read, counted, dropped, and repaired by put", "[nvme]") {
     const bool direct = GENERATE(true, false);
     const bool restart = GENERATE(false, true);
