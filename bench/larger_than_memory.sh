@@ -28,13 +28,14 @@ cg=/sys/fs/cgroup/memory
 [ -d "$cg" ] || { echo "larger_than_memory: no cgroup v1 memory controller at $cg" >&2; exit 1; }
 [ -w /proc/sys/vm/drop_caches ] || { echo "larger_than_memory: needs root (drop_caches, cgroups)" >&2; exit 1; }
 
-is_mounted() { awk -v m="${1// /\\040}" '$2 == m { found = 1 } END { exit !found }' /proc/mounts; }
+# shellcheck source=scripts/lib/mount.sh
+source scripts/lib/mount.sh
 work=""
 mnt=""
 cleanup() {
     local status=$?
     trap - EXIT INT TERM
-    if [ -n "$mnt" ] && is_mounted "$mnt"; then fusermount3 -u "$mnt" 2>/dev/null || fusermount3 -uz "$mnt"; fi
+    [ -z "$mnt" ] || unmount_safely "$mnt" larger_than_memory
     for g in tc-bench-reader tc-bench-daemon; do
         [ -d "$cg/$g" ] && { cat "$cg/$g/cgroup.procs" 2>/dev/null | while read -r p; do echo "$p" > "$cg/cgroup.procs" 2>/dev/null || true; done; rmdir "$cg/$g" 2>/dev/null || true; }
     done

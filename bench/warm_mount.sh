@@ -27,18 +27,15 @@ dataset="${1:-}"
 tc=build/cache/tiercache
 tc_fuse=build/fuse/tiercache-fuse
 
-# Is $1 (an absolute, symlink-free path) a mount point? /proc/mounts writes spaces as \040.
-is_mounted() { awk -v m="${1// /\\040}" '$2 == m { found = 1 } END { exit !found }' /proc/mounts; }
+# shellcheck source=scripts/lib/mount.sh
+source scripts/lib/mount.sh
 
 work=""
 mnt=""
 cleanup() {
     local status=$?
     trap - EXIT INT TERM
-    if [ -n "$mnt" ] && is_mounted "$mnt"; then
-        fusermount3 -u "$mnt" 2>/dev/null || { sleep 1; fusermount3 -u "$mnt" 2>/dev/null; } ||
-            fusermount3 -uz "$mnt" || echo "warm_mount: could not unmount $mnt" >&2
-    fi
+    [ -z "$mnt" ] || unmount_safely "$mnt" warm_mount
     # Never delete through a live mount; a DATASET_DIR given to us is not under $work.
     if [ -n "$work" ] && ! { [ -n "$mnt" ] && is_mounted "$mnt"; }; then
         rm -rf "$work"

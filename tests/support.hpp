@@ -75,12 +75,12 @@ inline Bytes slurp(const fs::path& path) {
     return r.bytes;
 }
 
-// A directory under /tmp, removed with everything in it at the end of the test.
+// A directory under `parent` (/tmp by default), removed with everything in it at the end of the test.
 class TempDir {
 public:
-    TempDir() {
-        std::string tmpl = (fs::temp_directory_path() / "tiercache-test-XXXXXX").string();
-        if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+    explicit TempDir(const fs::path& parent = fs::temp_directory_path()) {
+        std::string tmpl = (parent / "tiercache-test-XXXXXX").string();
+        if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp in " + parent.string() + " failed");
         path_ = tmpl;
     }
     TempDir(const TempDir&) = delete;

@@ -191,25 +191,6 @@ void exercise_threads(MemoryRegion& region) {
     CHECK(corrupted.load() == 0);
 }
 
-// A fresh directory on /dev/shm (a tmpfs), removed with what is in it.
-class ShmDir {
-public:
-    ShmDir() {
-        std::string tmpl = "/dev/shm/tiercache-test-XXXXXX";
-        if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp in /dev/shm failed");
-        path_ = tmpl;
-    }
-    ShmDir(const ShmDir&) = delete;
-    ShmDir& operator=(const ShmDir&) = delete;
-    ~ShmDir() {
-        std::error_code ec;
-        fs::remove_all(path_, ec);
-    }
-    const fs::path& path() const { return path_; }
-
-private:
-    fs::path path_;
-};
 
 // The mapped file, the default: blocks, capacity, threads.
 void exercise_pmem_file(const fs::path& dir) {
@@ -258,7 +239,7 @@ TEST_CASE("pmem region in a directory on disk", "[regions]") {
 }
 
 TEST_CASE("pmem region in a directory on /dev/shm", "[regions]") {
-    ShmDir dir;
+    test::TempDir dir("/dev/shm");  // a tmpfs
     exercise_pmem_file(dir.path());
     exercise_pmem_memkind(dir.path());
 }
@@ -268,7 +249,7 @@ TEST_CASE("pmem region in a directory on /dev/shm", "[regions]") {
 // 1.14, which is why PmemRegion does not use memkind unless asked. Run it by name to check a
 // newer memkind: unit-tests "[.memkind-threads]"
 TEST_CASE("memkind pmem kind: threads after it ran full", "[.memkind-threads]") {
-    ShmDir dir;
+    test::TempDir dir("/dev/shm");  // a tmpfs
     for (int round = 0; round < 3; ++round) {
         PmemRegion region(dir.path(), 64 * MiB, PmemRegion::Backend::memkind);
         REQUIRE(region.backend() == PmemRegion::Backend::memkind);
