@@ -14,7 +14,7 @@
 
 #include "file_list.hpp"
 #include "human.hpp"
-#include "prng.hpp"
+#include <tiercache/detail/prng.hpp>
 #include "progress.hpp"
 #include "read_files.hpp"
 
@@ -35,6 +35,7 @@ std::uint64_t storage_read_bytes() {
 }  // namespace
 
 namespace fs = std::filesystem;
+using namespace tiercache::detail;  // Rng, shuffle, stream purposes
 
 namespace {
 

@@ -28,12 +28,13 @@
 #include <vector>
 
 #include "human.hpp"
-#include "prng.hpp"
+#include <tiercache/detail/prng.hpp>
 #include "progress.hpp"
 
 namespace tiercache::cli {
 
 namespace fs = std::filesystem;
+using namespace tiercache::detail;  // Rng, shuffle, stream purposes
 
 namespace {
 

@@ -12,7 +12,7 @@
 #include <utility>
 #include <vector>
 
-namespace tiercache::cli {
+namespace tiercache::detail {
 
 // splitmix64's output function: a strong 64-bit mixer, used to derive seeds.
 constexpr std::uint64_t mix64(std::uint64_t z) {
@@ -78,7 +78,8 @@ private:
 // Stream purposes, so that streams for different uses never coincide.
 inline constexpr std::uint64_t kClassNameStream = 1;
 inline constexpr std::uint64_t kFileStream = 2;
-inline constexpr std::uint64_t kShuffleStream = 3;
+inline constexpr std::uint64_t kShuffleStream = 3;  // tiercache bench read's epochs
+inline constexpr std::uint64_t kEpochStream = 4;    // EpochPlan: never change, plans are pinned by tests
 
 // Fisher-Yates shuffle with our own generator (std::shuffle's use of the generator is
 // implementation-defined, so its order would differ across standard libraries).
@@ -90,4 +91,4 @@ void shuffle(std::vector<T>& items, Rng& rng) {
     }
 }
 
-}  // namespace tiercache::cli
+}  // namespace tiercache::detail
