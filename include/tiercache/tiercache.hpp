@@ -6,6 +6,7 @@
 #include "error.hpp"
 #include "log.hpp"
 #include "origin.hpp"
+#include "pinned_memory.hpp"
 #include "policy.hpp"
 #include "sample_ref.hpp"
 #include "segment.hpp"
