@@ -9,6 +9,10 @@
 //        policy admits it (whole, checksummed, published), or just the asked-for
 //        bytes if none does                                                        -> miss
 //
+// What goes where is each tier's policy's call. The default, "plan", places by next use once
+// an epoch plan is set (set_plan: the EpochLoader and the mount's plan file do it), and a
+// Prefetcher (prefetch()) brings the plan's next samples in just ahead of the reader.
+//
 // Placement moves samples between tiers under one lock (placement_mutex_): a sample evicted
 // from a faster tier is demoted to the next one with room, not dropped. Samples read from the
 // origin are also written through to nvme, so a restart finds them. Reads take no lock.
@@ -26,8 +30,10 @@
 #include "catalog.hpp"
 #include "config.hpp"
 #include "detail/xxh3.hpp"
+#include "epoch_plan.hpp"
 #include "error.hpp"
 #include "memory_tier.hpp"
+#include "next_use.hpp"
 #include "numa_region.hpp"
 #include "nvme_tier.hpp"
 #include "origin.hpp"
@@ -67,6 +73,7 @@ public:
         catalog_ = Catalog::place(*segment_, scan);
         origin_counters_ = segment_->construct_array<OriginCounters>("origin.counters", 1);
         fetching_ = segment_->construct_array<std::atomic<std::uint32_t>>("cache.fetching", std::max<std::size_t>(catalog_.size(), 1));
+        next_use_ = std::make_unique<NextUse>(catalog_.size());
         for (const TierConfig& t : config_.tiers()) add_tier(t);
         log(LogLevel::info, "catalog: ", catalog_.size(), " samples (", format_size(catalog_.total_bytes()), ") in ",
             catalog_.dir_count(), " directories", scan.skipped ? ", " + std::to_string(scan.skipped) + " entries skipped" : "",
@@ -108,6 +115,7 @@ public:
         const std::uint64_t size = this->size(id);
         if (offset >= size || scratch.empty()) return {};
         const std::size_t length = static_cast<std::size_t>(std::min<std::uint64_t>(scratch.size(), size - offset));
+        next_use_->consume(id);  // before placement: its next use is no longer this epoch
         auto part = [&](std::span<const std::byte> whole) { return whole.subspan(offset, length); };
 
         for (;;) {
@@ -148,6 +156,7 @@ public:
     SampleRef acquire(SampleId id) {
         check(id);
         const std::uint64_t size = catalog_.size_of(id);
+        next_use_->consume(id);
         for (;;) {
             if (SampleRef ref = find_in_memory(id, size)) return ref;
             if (nvme_) {
@@ -166,6 +175,50 @@ public:
             return finish_fetch(id, fetch);
         }
     }
+
+    // ---- plans and prefetch ----------------------------------------------------------------
+
+    // Tells the plan-aware policy this epoch's order and, for a seeded plan, the next one's.
+    // Replaces any plan before; reads from here on count as this epoch's.
+    void set_plan(const EpochPlan& plan) {
+        const std::optional<EpochPlan> next = plan.next_epoch();
+        set_plan(plan.order(), next ? next->order() : std::span<const SampleId>{});
+    }
+    void set_plan(std::span<const SampleId> current, std::span<const SampleId> next = {}) {
+        next_use_->set(current, next);
+        log(LogLevel::debug, "plan: ", current.size(), " samples this epoch", next.empty() ? "" : ", next epoch's known");
+    }
+    // Back to no plan: the plan policy acts as no-evict.
+    void clear_plan() { next_use_->clear(); }
+
+    enum class Prefetched { resident, fetched, raced, rejected };
+
+    // Brings `id` into the fastest memory tier whose policy takes it, from nvme or the
+    // origin, without counting it as read. Does not wait for a fetch in flight (raced), nor
+    // read what no tier would keep (rejected). Throws OriginError as reads do.
+    Prefetched prefetch(SampleId id) {
+        check(id);
+        for (std::size_t k = 0; k < memory_.size(); ++k) {
+            if (!memory_[k]->resident(id)) continue;
+            if (k > 0 && promotion_possible(id, k)) move_up(id, k);
+            return Prefetched::resident;
+        }
+        const std::uint64_t size = catalog_.size_of(id);
+        if (nvme_ && nvme_->contains(id)) {
+            if (read_nvme(id, thread_buffer(size)).hit) return Prefetched::fetched;
+        }
+        Fetch fetch = begin_fetch(id);
+        switch (fetch.kind) {
+            case Fetch::wait: return Prefetched::raced;
+            case Fetch::bypass: return Prefetched::rejected;
+            case Fetch::nvme: finish_nvme_fetch(id, thread_buffer(size)); return Prefetched::fetched;
+            case Fetch::memory: finish_fetch(id, fetch); return Prefetched::fetched;
+        }
+        return Prefetched::rejected;
+    }
+
+    LoaderCounters& loader_counters() noexcept { return loader_counters_; }
+    PrefetchCounters& prefetch_counters() noexcept { return prefetch_counters_; }
 
     // Writes the nvme tier's index, so that a restart finds it warm (also done on close).
     void flush() {
@@ -191,6 +244,14 @@ public:
         s.dataset_bytes = catalog_.total_bytes();
         s.segment_bytes = segment_->size();
         s.policy = config_.policy();
+        s.plan_samples = next_use_->planned_samples();
+        const LoaderCounters& l = loader_counters_;
+        s.loader_batches = l.batches.load(), s.loader_samples = l.samples.load(), s.loader_bytes = l.bytes.load();
+        s.loader_wait_ns = l.wait_ns.load(), s.loader_held_ns = l.held_ns.load();
+        const PrefetchCounters& p = prefetch_counters_;
+        s.prefetch_issued = p.issued.load(), s.prefetch_fetched = p.fetched.load(), s.prefetch_resident = p.resident.load();
+        s.prefetch_raced = p.raced.load(), s.prefetch_rejected = p.rejected.load(), s.prefetch_errors = p.errors.load();
+        s.prefetch_bytes = p.bytes.load();
         return s;
     }
 
@@ -219,7 +280,7 @@ private:
                 return;
         }
         memory_.push_back(std::make_unique<MemoryTier>(t.name(), *segment_, catalog_, *regions_.back(), base, capacity,
-                                                       make_policy(config_.policy(), catalog_.size())));
+                                                       make_policy(config_.policy(), catalog_.size(), *next_use_)));
     }
 
     void check(SampleId id) const {
@@ -268,6 +329,29 @@ private:
                 // Making room above may have demoted a victim into tier k and evicted `id`
                 // from it already; otherwise it goes now (the reader's pin keeps its bytes).
                 if (memory_[k]->resident(id)) memory_[k]->evict(id);
+                return;
+            }
+        }
+    }
+
+    // Like promote(), for a sample no reader of ours pins: it leaves tier k first, so that the
+    // victim a faster tier demotes can take its room instead of pushing out another sample.
+    void move_up(SampleId id, std::size_t k) {
+        std::lock_guard lock(placement_mutex_);
+        if (fetching_[id].load() != 0 || !memory_[k]->resident(id)) return;
+        const std::uint64_t checksum = *memory_[k]->checksum(id);
+        std::span<std::byte> copy = thread_buffer(catalog_.size_of(id));
+        {
+            SampleRef from = memory_[k]->pin(id);
+            if (!from) return;
+            std::memcpy(copy.data(), from.bytes().data(), copy.size());
+        }
+        memory_[k]->evict(id);
+        for (std::size_t j = 0; j < memory_.size(); ++j) {  // back into tier k at worst: its room is free
+            if (std::byte* bytes = admit_into(j, id)) {
+                std::memcpy(bytes, copy.data(), copy.size());
+                memory_[j]->publish(id, bytes, checksum);
+                if (j < k) memory_[j]->counters().promotions.fetch_add(1, std::memory_order_relaxed);
                 return;
             }
         }
@@ -449,9 +533,12 @@ private:
     Catalog catalog_;
     OriginCounters* origin_counters_ = nullptr;          // in the segment
     std::atomic<std::uint32_t>* fetching_ = nullptr;     // in the segment: 1 while a miss reads the sample
+    std::unique_ptr<NextUse> next_use_;                  // the plan, for every tier's plan policy (outlives them)
     std::vector<std::unique_ptr<MemoryRegion>> regions_; // one per memory tier
     std::vector<std::unique_ptr<MemoryTier>> memory_;    // fastest first
     std::unique_ptr<NvmeTier> nvme_;                     // the slowest tier, if configured
+    LoaderCounters loader_counters_;
+    PrefetchCounters prefetch_counters_;
 
     // Lock order: placement_mutex_, then a policy's own lock. Readers take neither.
     std::mutex placement_mutex_;  // protects every tier's placement: reserve, publish, evict, demote, promote

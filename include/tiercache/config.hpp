@@ -121,7 +121,8 @@ public:
     }
     // Replaces the whole tier list, fastest first (a config file's order).
     Config& tiers(std::vector<TierConfig> list) { tiers_ = std::move(list); return *this; }
-    // "noevict" (scan-resistant, the default) or "lru".
+    // "plan" (the default: by next use once a plan is set, no-evict until then), "noevict"
+    // (scan-resistant) or "lru".
     Config& policy(std::string name) { policy_ = std::move(name); return *this; }
     // Where the segment's file is made (and at once unlinked): a tmpfs such as /dev/shm.
     Config& segment_dir(std::filesystem::path dir) { segment_dir_ = std::move(dir); return *this; }
@@ -159,7 +160,7 @@ public:
                 throw std::invalid_argument(where + ": NUMA node " + std::to_string(t.node) + " does not exist on this host");
             (void)tier_bytes(t);
         }
-        (void)make_policy(policy_, 0);
+        check_policy_name(policy_);
         if (!std::filesystem::is_directory(segment_dir_, ec))
             throw std::invalid_argument("segment_dir '" + segment_dir_.string() + "': no such directory");
     }
@@ -167,7 +168,7 @@ public:
 private:
     std::filesystem::path origin_;
     std::vector<TierConfig> tiers_;  // fastest first; dram always first
-    std::string policy_ = "noevict";
+    std::string policy_ = "plan";
     std::filesystem::path segment_dir_ = "/dev/shm";
 };
 

@@ -2,7 +2,7 @@
 // Errors name the file, the line and the value. Command-line flags override what it says.
 //
 //   origin = "/data/imagenet/train"
-//   policy = "noevict"
+//   policy = "plan"
 //
 //   [[tier]]                 # fastest first
 //   kind = "dram"
@@ -17,6 +17,9 @@
 //   mountpoint = "/mnt/ds"
 //   kernel_cache = true
 //   threads = 4
+//   prefetch_threads = 4     # reading ahead in the plan's order; 0: off
+//   prefetch_window = 1024   # samples ahead of the reader
+//   prefetch_bytes = "1GiB"  # bytes ahead (default: a quarter of the dram tier, at most 1GiB)
 #pragma once
 #include <cstdint>
 #include <filesystem>

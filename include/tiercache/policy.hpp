@@ -4,7 +4,9 @@
 // Shuffled epochs defeat LRU: with room for a fraction f of the dataset, each epoch evicts
 // what the next one needs before it comes round, and the hit rate falls towards f^2/2. The
 // default, NoEvictPolicy, admits while there is room and never evicts on a miss (CoorDL's
-// MinIO), so every epoch after the first hits a fraction f. LruPolicy stays for comparison.
+// MinIO), so every epoch after the first hits a fraction f. When the epoch order is known,
+// PlanPolicy does better: Belady's MIN by next use (next_use.hpp), and no-evict without a
+// plan. LruPolicy stays for comparison.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -16,6 +18,7 @@
 #include <vector>
 
 #include "catalog.hpp"
+#include "next_use.hpp"
 
 namespace tiercache {
 
@@ -104,13 +107,39 @@ private:
     SampleId head_ = kNone, tail_ = kNone;  // protected by mutex_: most and least recent
 };
 
-inline constexpr std::string_view kPolicyNames = "noevict, lru";
+// By next use when a plan is set (Cache::set_plan), no-evict otherwise. One instance per
+// tier, all sharing the cache's NextUse.
+class PlanPolicy final : public Policy {
+public:
+    explicit PlanPolicy(NextUse& next_use) : next_use_(next_use), tier_(next_use.add_tier()) {}
+
+    std::string_view name() const override { return "plan"; }
+    bool evicts() const override { return next_use_.active(); }
+    bool admit(SampleId id, std::uint64_t bytes, std::uint64_t free_bytes) override {
+        return bytes <= free_bytes || next_use_.sooner_than_furthest(tier_, id);
+    }
+    std::optional<SampleId> victim() override { return next_use_.furthest(tier_); }
+    void on_insert(SampleId id) override { next_use_.inserted(tier_, id); }
+    void on_evict(SampleId id) override { next_use_.evicted(tier_, id); }
+
+private:
+    NextUse& next_use_;
+    const std::size_t tier_;
+};
+
+inline constexpr std::string_view kPolicyNames = "plan, noevict, lru";
 
 // Throws std::invalid_argument naming an unknown policy.
-inline std::unique_ptr<Policy> make_policy(std::string_view name, std::size_t sample_count) {
-    if (name == "noevict") return std::make_unique<NoEvictPolicy>();
+inline void check_policy_name(std::string_view name) {
+    if (name != "plan" && name != "noevict" && name != "lru")
+        throw std::invalid_argument("unknown policy '" + std::string(name) + "' (use " + std::string(kPolicyNames) + ")");
+}
+
+inline std::unique_ptr<Policy> make_policy(std::string_view name, std::size_t sample_count, NextUse& next_use) {
+    check_policy_name(name);
+    if (name == "plan") return std::make_unique<PlanPolicy>(next_use);
     if (name == "lru") return std::make_unique<LruPolicy>(sample_count);
-    throw std::invalid_argument("unknown policy '" + std::string(name) + "' (use " + std::string(kPolicyNames) + ")");
+    return std::make_unique<NoEvictPolicy>();
 }
 
 }  // namespace tiercache

@@ -35,6 +35,27 @@ struct OriginCounters {
 };
 static_assert(sizeof(OriginCounters) == 24);
 
+// What EpochLoaders over this cache saw (stall accounting): the consumer's time waiting in
+// next() against its time holding batches.
+struct LoaderCounters {
+    std::atomic<std::uint64_t> batches{0};
+    std::atomic<std::uint64_t> samples{0};
+    std::atomic<std::uint64_t> bytes{0};
+    std::atomic<std::uint64_t> wait_ns{0};
+    std::atomic<std::uint64_t> held_ns{0};
+};
+
+// What Prefetchers over this cache did.
+struct PrefetchCounters {
+    std::atomic<std::uint64_t> issued{0};     // samples taken from a plan's window
+    std::atomic<std::uint64_t> fetched{0};    // brought into a tier (from nvme or the origin)
+    std::atomic<std::uint64_t> resident{0};   // already in a memory tier: nothing to do
+    std::atomic<std::uint64_t> raced{0};      // a reader was fetching it already
+    std::atomic<std::uint64_t> rejected{0};   // no tier would take it (a full no-evict cache)
+    std::atomic<std::uint64_t> errors{0};     // the origin failed; the reader will see it too
+    std::atomic<std::uint64_t> bytes{0};      // bytes fetched
+};
+
 struct TierStats {
     std::string name;
     std::string backing;  // what holds the bytes
@@ -56,6 +77,16 @@ struct Stats {
     std::uint64_t origin_bytes_read = 0, origin_reads = 0, origin_errors = 0;
     std::uint64_t samples = 0, dataset_bytes = 0, segment_bytes = 0;
     std::string policy;
+    std::uint64_t plan_samples = 0;  // the plan's length; 0: no plan
+    std::uint64_t loader_batches = 0, loader_samples = 0, loader_bytes = 0, loader_wait_ns = 0, loader_held_ns = 0;
+    std::uint64_t prefetch_issued = 0, prefetch_fetched = 0, prefetch_resident = 0, prefetch_raced = 0,
+                  prefetch_rejected = 0, prefetch_errors = 0, prefetch_bytes = 0;
+
+    // The fraction of the consumer's time spent waiting for data.
+    double stall_fraction() const {
+        const double total = static_cast<double>(loader_wait_ns) + static_cast<double>(loader_held_ns);
+        return total == 0 ? 0.0 : static_cast<double>(loader_wait_ns) / total;
+    }
 };
 
 inline nlohmann::ordered_json to_json(const Stats& s) {
@@ -76,7 +107,15 @@ inline nlohmann::ordered_json to_json(const Stats& s) {
             {"samples", s.samples},
             {"dataset_bytes", s.dataset_bytes},
             {"segment_bytes", s.segment_bytes},
-            {"policy", s.policy}};
+            {"policy", s.policy},
+            {"plan", {{"active", s.plan_samples != 0}, {"samples", s.plan_samples}}},
+            {"prefetch", {{"issued", s.prefetch_issued}, {"fetched", s.prefetch_fetched}, {"resident", s.prefetch_resident},
+                          {"raced", s.prefetch_raced}, {"rejected", s.prefetch_rejected}, {"errors", s.prefetch_errors},
+                          {"bytes", s.prefetch_bytes}}},
+            {"loader", {{"batches", s.loader_batches}, {"samples", s.loader_samples}, {"bytes", s.loader_bytes},
+                        {"wait_seconds", static_cast<double>(s.loader_wait_ns) / 1e9},
+                        {"held_seconds", static_cast<double>(s.loader_held_ns) / 1e9},
+                        {"stall_fraction", s.stall_fraction()}}}};
 }
 
 }  // namespace tiercache

@@ -1,0 +1,187 @@
+// Reads a plan's next samples into the cache just ahead of the reader.
+//
+// A window runs ahead of the reader's position: at most `window_samples` positions and
+// `window_bytes` of samples fetched but not yet read (backpressure: that is all the memory
+// prefetch may claim). I/O threads take the window's next positions and ask the cache to
+// bring each in (Cache::prefetch: from nvme or the origin into the fastest tier whose policy
+// takes it). A reader never waits behind the prefetch of another sample: the cache holds no
+// lock across I/O, and a reader wanting the very sample in flight waits for that one only.
+#pragma once
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cache.hpp"
+#include "log.hpp"
+#include "size.hpp"
+
+namespace tiercache {
+
+class PrefetchOptions {
+public:
+    // I/O threads; 0 turns prefetching off.
+    PrefetchOptions& threads(unsigned n) { threads_ = n; return *this; }
+    // How far ahead of the reader, in plan positions.
+    PrefetchOptions& window_samples(std::size_t n) { window_samples_ = n; return *this; }
+    // How many bytes fetched ahead may wait for the reader.
+    PrefetchOptions& window_bytes(std::uint64_t n) { window_bytes_ = n; return *this; }
+
+    unsigned threads() const noexcept { return threads_; }
+    std::size_t window_samples() const noexcept { return window_samples_; }
+    std::uint64_t window_bytes() const noexcept { return window_bytes_; }
+
+    // Throws std::invalid_argument naming the bad value.
+    void validate() const {
+        if (threads_ > kMaxThreads)
+            throw std::invalid_argument("prefetch threads " + std::to_string(threads_) + " is more than " +
+                                        std::to_string(kMaxThreads));
+        if (threads_ > 0 && window_samples_ == 0) throw std::invalid_argument("prefetch window of 0 samples");
+        if (threads_ > 0 && window_bytes_ == 0) throw std::invalid_argument("prefetch window of 0 bytes");
+    }
+
+private:
+    static constexpr unsigned kMaxThreads = 256;
+    unsigned threads_ = 4;
+    std::size_t window_samples_ = 1024;
+    std::uint64_t window_bytes_ = 256ull << 20;
+};
+
+class Prefetcher {
+public:
+    Prefetcher(Cache& cache, PrefetchOptions options) : cache_(cache), options_(options) {
+        options_.validate();
+        for (unsigned i = 0; i < options_.threads(); ++i) threads_.emplace_back([this] { run(); });
+    }
+    ~Prefetcher() {
+        {
+            std::lock_guard lock(mutex_);
+            stopping_ = true;
+        }
+        work_.notify_all();
+        for (auto& t : threads_) t.join();
+    }
+    Prefetcher(const Prefetcher&) = delete;
+    Prefetcher& operator=(const Prefetcher&) = delete;
+
+    // Follows a new order from its start (a new epoch), forgetting the old one.
+    void start(std::vector<SampleId> order) {
+        std::vector<std::uint32_t> first(cache_.catalog().size(), kAbsent);
+        for (std::size_t p = order.size(); p-- > 0;)
+            if (order[p] < first.size()) first[order[p]] = static_cast<std::uint32_t>(p);
+        {
+            std::lock_guard lock(mutex_);
+            order_ = std::move(order);
+            position_of_ = std::move(first);
+            next_ = cursor_ = 0;
+            ahead_bytes_ = 0;
+        }
+        work_.notify_all();
+    }
+
+    // Stops following the order; fetches in flight finish.
+    void stop() {
+        std::lock_guard lock(mutex_);
+        order_.clear();
+        position_of_.clear();
+        next_ = cursor_ = 0;
+        ahead_bytes_ = 0;
+    }
+
+    // The reader has used every position below `position`: the window moves on.
+    void advance_to(std::size_t position) {
+        {
+            std::lock_guard lock(mutex_);
+            if (position <= cursor_) return;
+            position = std::min(position, order_.size());
+            for (std::size_t p = cursor_; p < std::min(position, next_); ++p) ahead_bytes_ -= size_at(p);
+            cursor_ = position;
+            next_ = std::max(next_, cursor_);  // the reader overtook us: skip what it has read
+        }
+        work_.notify_all();
+    }
+
+    // A reader read `id`: the window moves past its position in the order. Readers may
+    // arrive out of order (several workers); the furthest one leads.
+    void consumed(SampleId id) {
+        std::size_t position;
+        {
+            std::lock_guard lock(mutex_);
+            if (id >= position_of_.size() || position_of_[id] == kAbsent) return;
+            position = position_of_[id] + 1;
+            if (position <= cursor_) return;
+        }
+        advance_to(position);
+    }
+
+    // The reader's position in the order.
+    std::size_t position() const {
+        std::lock_guard lock(mutex_);
+        return cursor_;
+    }
+
+    const PrefetchOptions& options() const noexcept { return options_; }
+
+private:
+    static constexpr std::uint32_t kAbsent = 0xFFFF'FFFF;
+
+    std::uint64_t size_at(std::size_t p) const { return cache_.catalog().size_of(order_[p]); }  // mutex_ held
+
+    // The next position to fetch, if the window has room for it.
+    bool window_open() const {  // mutex_ held
+        if (next_ >= order_.size() || next_ >= cursor_ + options_.window_samples()) return false;
+        return ahead_bytes_ == 0 || ahead_bytes_ + size_at(next_) <= options_.window_bytes();
+    }
+
+    void run() {
+        std::unique_lock lock(mutex_);
+        for (;;) {
+            work_.wait(lock, [&] { return stopping_ || window_open(); });
+            if (stopping_) return;
+            const SampleId id = order_[next_];
+            const std::uint64_t bytes = size_at(next_);
+            ahead_bytes_ += bytes;
+            ++next_;
+            lock.unlock();
+            fetch(id, bytes);
+            lock.lock();
+        }
+    }
+
+    void fetch(SampleId id, std::uint64_t bytes) {
+        PrefetchCounters& c = cache_.prefetch_counters();
+        c.issued.fetch_add(1, std::memory_order_relaxed);
+        try {
+            switch (cache_.prefetch(id)) {
+                case Cache::Prefetched::resident: c.resident.fetch_add(1, std::memory_order_relaxed); break;
+                case Cache::Prefetched::raced: c.raced.fetch_add(1, std::memory_order_relaxed); break;
+                case Cache::Prefetched::rejected: c.rejected.fetch_add(1, std::memory_order_relaxed); break;
+                case Cache::Prefetched::fetched:
+                    c.fetched.fetch_add(1, std::memory_order_relaxed);
+                    c.bytes.fetch_add(bytes, std::memory_order_relaxed);
+                    break;
+            }
+        } catch (const std::exception& e) {
+            // The reader will meet the same error and report it; say it once here.
+            if (c.errors.fetch_add(1, std::memory_order_relaxed) == 0) log(LogLevel::warn, "prefetch: ", e.what());
+        }
+    }
+
+    Cache& cache_;
+    const PrefetchOptions options_;
+    // Lock order: mutex_ alone; never held while the cache is asked for anything.
+    mutable std::mutex mutex_;
+    std::condition_variable work_;
+    std::vector<SampleId> order_;            // protected by mutex_
+    std::vector<std::uint32_t> position_of_; // protected by mutex_: each sample's first position
+    std::size_t next_ = 0;                   // protected by mutex_: next position to fetch
+    std::size_t cursor_ = 0;                 // protected by mutex_: positions below it are read
+    std::uint64_t ahead_bytes_ = 0;          // protected by mutex_: bytes of positions [cursor_, next_)
+    bool stopping_ = false;                  // protected by mutex_
+    std::vector<std::thread> threads_;       // last: started once everything above exists
+};
+
+}  // namespace tiercache
