@@ -27,7 +27,61 @@ std::vector<std::byte>& scratch(std::size_t size) {
 }  // namespace
 
 Filesystem::Filesystem(Cache& cache, MountOptions options)
-    : cache_(cache), options_(options), uid_(::getuid()), gid_(::getgid()), started_(std::chrono::steady_clock::now()) {}
+    : cache_(cache),
+      options_(options),
+      uid_(::getuid()),
+      gid_(::getgid()),
+      started_(std::chrono::steady_clock::now()),
+      plan_(cache.catalog().size(), [this](std::string_view p) { return resolve(p); },
+            [this](ParsedPlan plan) { return apply_plan(std::move(plan)); }) {
+    options_.prefetch.validate();
+}
+
+Filesystem::~Filesystem() {
+    plan_.stop();         // no plan is applied from now on
+    prefetcher_.reset();  // its threads end before the cache goes
+}
+
+void Filesystem::start() {
+    if (options_.prefetch.threads() > 0 && !prefetcher_) prefetcher_ = std::make_unique<Prefetcher>(cache_, options_.prefetch);
+    plan_.start();
+}
+
+// ---- the plan -------------------------------------------------------------------------------
+
+PlanTarget Filesystem::resolve(std::string_view relpath) const {
+    if (auto id = cache_.catalog().find(relpath)) return {id, false};
+    // Not a file: say whether it is a directory (Catalog::find walks the same way).
+    const Catalog& catalog = cache_.catalog();
+    DirId dir = kRootDir;
+    while (!relpath.empty()) {
+        const auto slash = relpath.find('/');
+        const auto child = catalog.find_child(dir, relpath.substr(0, slash));
+        if (!child || !child->is_dir) return {};
+        dir = child->index;
+        relpath.remove_prefix(slash == std::string_view::npos ? relpath.size() : slash + 1);
+    }
+    return {std::nullopt, true};
+}
+
+std::size_t Filesystem::apply_plan(ParsedPlan parsed) {
+    const std::size_t samples = cache_.catalog().size();
+    if (parsed.kind == ParsedPlan::Kind::empty) {
+        if (prefetcher_) prefetcher_->stop();
+        cache_.clear_plan();
+        return 0;
+    }
+    const EpochPlan plan = parsed.kind == ParsedPlan::Kind::seed
+                               ? EpochPlan(samples, parsed.seed, parsed.epoch, parsed.rank, parsed.world, parsed.drop_last)
+                               : EpochPlan::from_order(std::move(parsed.ids), samples);
+    cache_.set_plan(plan);
+    if (prefetcher_) prefetcher_->start(std::vector<SampleId>(plan.order().begin(), plan.order().end()));
+    return plan.size();
+}
+
+nlohmann::ordered_json Filesystem::plan_json() const {
+    return plan_.json(prefetcher_ ? prefetcher_->position() : 0);
+}
 
 // ---- attributes -----------------------------------------------------------------------------
 
@@ -67,10 +121,10 @@ struct stat Filesystem::control_dir_attr() const {
     return st;
 }
 
-struct stat Filesystem::snapshot_attr(fuse_ino_t ino, std::size_t size) const {
+struct stat Filesystem::snapshot_attr(fuse_ino_t ino, std::size_t size, ControlFile file) const {
     struct stat st {};
     st.st_ino = ino;
-    st.st_mode = S_IFREG | 0444;
+    st.st_mode = S_IFREG | (file == ControlFile::plan ? 0644 : 0444);
     st.st_nlink = 1;
     st.st_size = static_cast<off_t>(size);
     st.st_blksize = 4096;
@@ -99,16 +153,18 @@ nlohmann::ordered_json Filesystem::stats_json() const {
                  {"no_open", no_open_.load()},
                  {"control_snapshots", control_.size()}};
     j["origin"]["path"] = cache_.config().origin().string();
+    j["plan"] = plan_json();
     j["uptime_s"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
     j["version"] = TIERCACHE_VERSION;
     return j;
 }
 
-fuse_ino_t Filesystem::new_stats_snapshot(struct stat& attr) {
-    std::string text = stats_json().dump(2) + "\n";
+fuse_ino_t Filesystem::new_snapshot(ControlFile file, struct stat& attr) {
+    if (file == ControlFile::plan) plan_.commit();  // an open of the plan reads the plan in force
+    std::string text = (file == ControlFile::plan ? plan_json() : stats_json()).dump(2) + "\n";
     const std::size_t size = text.size();
-    const fuse_ino_t ino = control_.add_snapshot(std::move(text));
-    attr = snapshot_attr(ino, size);
+    const fuse_ino_t ino = control_.add_snapshot(std::move(text), file);
+    attr = snapshot_attr(ino, size, file);
     return ino;
 }
 
@@ -122,6 +178,10 @@ void Filesystem::do_init(fuse_conn_info* conn) {
     conn->want &= ~(FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE | FUSE_CAP_SPLICE_READ);
     // Nothing ever changes: no need to revalidate pages against attributes.
     conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+    // O_TRUNC must reach us as a SETATTR: with atomic O_TRUNC it would ride on the OPEN, which
+    // no-open support never sends, and the kernel would cut its own view of the file alone.
+    conn->want &= ~FUSE_CAP_ATOMIC_O_TRUNC;
+    conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;  // each write of the plan reaches us at once
     no_open_ = options_.kernel_cache && (conn->capable & FUSE_CAP_NO_OPEN_SUPPORT);
     no_opendir_ = (conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT) != 0;
     log(LogLevel::info, "fuse: max_read ", conn->max_read, ", max_readahead ", conn->max_readahead, ", no-open ",
@@ -135,9 +195,12 @@ int Filesystem::do_lookup(fuse_ino_t parent, const char* name, fuse_entry_param&
         return 0;
     }
     if (parent == kControlDirIno) {
-        if (n != ControlFolder::kStatsName) return ENOENT;
+        ControlFile file;
+        if (n == ControlFolder::kStatsName) file = ControlFile::stats;
+        else if (n == ControlFolder::kPlanName) file = ControlFile::plan;
+        else return ENOENT;
         struct stat attr {};
-        const fuse_ino_t ino = new_stats_snapshot(attr);
+        const fuse_ino_t ino = new_snapshot(file, attr);
         out = entry(ino, attr, 0.0);  // never cached: the next open looks up a fresh snapshot
         return 0;
     }
@@ -165,7 +228,10 @@ int Filesystem::do_getattr(fuse_ino_t ino, struct stat& out) const {
         if (!cache_.catalog().contains(sample_of(ino))) return ESTALE;
         out = sample_attr(sample_of(ino));
     } else if (auto text = control_.snapshot(ino)) {
-        out = snapshot_attr(ino, text->size());
+        const ControlFile file = control_.file(ino).value_or(ControlFile::stats);
+        // The plan being written has the size written so far, as the kernel counts it.
+        const auto written = file == ControlFile::plan ? plan_.pending_size(ino) : std::nullopt;
+        out = snapshot_attr(ino, written ? *written : text->size(), file);
     } else {
         return ESTALE;
     }
@@ -193,10 +259,12 @@ int Filesystem::do_readdir(fuse_req_t req, fuse_ino_t ino, std::size_t size, off
     if (ino == kControlDirIno) {
         const struct stat self = control_dir_attr();
         const struct stat parent = dir_attr(kRootDir);
-        struct stat stats = snapshot_attr(0, 0);
-        stats.st_ino = kSnapshotBase;  // listing only; each lookup makes the real one
-        const std::pair<const char*, const struct stat*> entries[] = {{".", &self}, {"..", &parent}, {ControlFolder::kStatsName, &stats}};
-        for (off_t i = offset; i < 3; ++i)
+        struct stat plan = snapshot_attr(0, 0, ControlFile::plan);
+        struct stat stats = snapshot_attr(0, 0, ControlFile::stats);
+        plan.st_ino = stats.st_ino = kSnapshotBase;  // listing only; each lookup makes the real one
+        const std::pair<const char*, const struct stat*> entries[] = {
+            {".", &self}, {"..", &parent}, {ControlFolder::kPlanName, &plan}, {ControlFolder::kStatsName, &stats}};
+        for (off_t i = offset; i < 4; ++i)
             if (!add(entries[i].first, *entries[i].second, i + 1, false)) break;
         out.resize(used);
         return 0;
@@ -236,12 +304,22 @@ int Filesystem::do_opendir(fuse_ino_t ino, fuse_file_info& fi) const {
 }
 
 int Filesystem::do_open(fuse_ino_t ino, fuse_file_info& fi) const {
-    if ((fi.flags & O_ACCMODE) != O_RDONLY || (fi.flags & O_TRUNC)) return EROFS;
     if (is_dir_ino(ino) || ino == kControlDirIno) return EISDIR;
-    if (is_sample_ino(ino) ? !cache_.catalog().contains(sample_of(ino)) : !control_.snapshot(ino)) return ESTALE;
-    // Zero-message opens: the kernel opens files itself and keeps their pages.
+    const bool writes = (fi.flags & O_ACCMODE) != O_RDONLY || (fi.flags & O_TRUNC);
+    if (is_sample_ino(ino)) {
+        if (!cache_.catalog().contains(sample_of(ino))) return ESTALE;
+        if (writes) return EROFS;
+    } else {
+        const auto file = control_.file(ino);
+        if (!file) return ESTALE;
+        if (writes && *file != ControlFile::plan) return EROFS;
+    }
+    // Zero-message opens: the kernel opens files itself and keeps their pages. (Its later
+    // opens for writing then come without a request too: WRITE and SETATTR refuse them.)
     if (no_open_) return ENOSYS;
-    if (options_.kernel_cache) {
+    if (writes) {
+        fi.direct_io = 1;  // the plan: every write reaches us, nothing of it is cached
+    } else if (options_.kernel_cache) {
         fi.keep_cache = 1;
         fi.noflush = 1;
     } else {
@@ -253,6 +331,7 @@ int Filesystem::do_open(fuse_ino_t ino, fuse_file_info& fi) const {
 int Filesystem::do_read(fuse_ino_t ino, std::size_t size, off_t offset, Chunk& out, std::shared_ptr<const std::string>& keep) {
     if (offset < 0) return EINVAL;
     if (is_snapshot_ino(ino)) {
+        if (is_plan(ino)) plan_.commit();  // a reader wants the plan in force
         keep = control_.snapshot(ino);
         if (!keep) return ESTALE;
         const auto* bytes = reinterpret_cast<const std::byte*>(keep->data());
@@ -262,6 +341,7 @@ int Filesystem::do_read(fuse_ino_t ino, std::size_t size, off_t offset, Chunk& o
     }
     if (!is_sample_ino(ino)) return is_dir_ino(ino) || ino == kControlDirIno ? EISDIR : ESTALE;
     const SampleId id = sample_of(ino);
+    if (prefetcher_ && cache_.catalog().contains(id)) prefetcher_->consumed(id);  // the window moves on
     try {
         out = cache_.read_chunk(id, static_cast<std::uint64_t>(offset), std::span(scratch(size)).first(size));
         return 0;
@@ -288,6 +368,28 @@ int Filesystem::do_statfs(struct statvfs& out) const {
 
 void Filesystem::do_forget(fuse_ino_t ino, std::uint64_t nlookup) {
     if (is_snapshot_ino(ino)) control_.forget(ino, nlookup);  // data inodes hold no state
+}
+
+int Filesystem::do_write(fuse_ino_t ino, const char* buf, std::size_t size, off_t offset, std::size_t& written) {
+    if (!is_plan(ino)) return is_snapshot_ino(ino) && !control_.snapshot(ino) ? ESTALE : EROFS;
+    if (offset < 0) return EINVAL;
+    if (const int err = plan_.write(ino, static_cast<std::uint64_t>(offset), {buf, size})) return err;
+    written = size;
+    return 0;
+}
+
+int Filesystem::do_setattr(fuse_ino_t ino, const struct stat& attr, int to_set, struct stat& out) {
+    // Only a truncation of the plan to nothing (O_TRUNC) is allowed; times that come with it
+    // are ignored. Modes, owners and other sizes stay as they are: EROFS.
+    const bool truncates = (to_set & FUSE_SET_ATTR_SIZE) && attr.st_size == 0 &&
+                           !(to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID));
+    if (!truncates || !is_plan(ino)) return EROFS;
+    if (const int err = plan_.truncate(ino)) return err;
+    return do_getattr(ino, out);
+}
+
+int Filesystem::do_fsync(fuse_ino_t ino) {
+    return is_plan(ino) ? plan_.commit() : 0;  // a read-only file has nothing to sync
 }
 
 // ---- thin replies ---------------------------------------------------------------------------
@@ -380,6 +482,28 @@ void Filesystem::statfs(fuse_req_t req, fuse_ino_t) {
     else fuse_reply_statfs(req, &st);
 }
 
+void Filesystem::write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off, fuse_file_info*) {
+    Filesystem& fs = self(req);
+    fs.count(fs.is_plan(ino) ? Op::control : Op::write_denied);
+    std::size_t written = 0;
+    if (const int err = fs.do_write(ino, buf, size, off, written)) fuse_reply_err(req, err);
+    else fuse_reply_write(req, written);
+}
+
+void Filesystem::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info*) {
+    Filesystem& fs = self(req);
+    fs.count(fs.is_plan(ino) ? Op::control : Op::write_denied);
+    struct stat st {};
+    if (const int err = fs.do_setattr(ino, *attr, to_set, st)) fuse_reply_err(req, err);
+    else fuse_reply_attr(req, &st, fs.options_.entry_timeout_s);
+}
+
+void Filesystem::fsync(fuse_req_t req, fuse_ino_t ino, int, fuse_file_info*) {
+    Filesystem& fs = self(req);
+    fs.count(Op::fsync, ino);
+    fuse_reply_err(req, fs.do_fsync(ino));
+}
+
 void Filesystem::deny_write(fuse_req_t req) {
     self(req).count(Op::write_denied);
     fuse_reply_err(req, EROFS);
@@ -400,8 +524,10 @@ const fuse_lowlevel_ops& Filesystem::operations() {
         o.read = read;
         o.release = release;
         o.statfs = statfs;
-        // The mount is read-only (and mounted "ro", so the kernel refuses most of these first).
-        o.setattr = [](fuse_req_t req, fuse_ino_t, struct stat*, int, fuse_file_info*) { deny_write(req); };
+        // The plan file takes writes, truncation to 0 and fsync; nothing else changes (EROFS).
+        o.write = write;
+        o.setattr = setattr;
+        o.fsync = fsync;
         o.mknod = [](fuse_req_t req, fuse_ino_t, const char*, mode_t, dev_t) { deny_write(req); };
         o.mkdir = [](fuse_req_t req, fuse_ino_t, const char*, mode_t) { deny_write(req); };
         o.unlink = [](fuse_req_t req, fuse_ino_t, const char*) { deny_write(req); };
@@ -409,7 +535,6 @@ const fuse_lowlevel_ops& Filesystem::operations() {
         o.symlink = [](fuse_req_t req, const char*, fuse_ino_t, const char*) { deny_write(req); };
         o.rename = [](fuse_req_t req, fuse_ino_t, const char*, fuse_ino_t, const char*, unsigned int) { deny_write(req); };
         o.link = [](fuse_req_t req, fuse_ino_t, fuse_ino_t, const char*) { deny_write(req); };
-        o.write = [](fuse_req_t req, fuse_ino_t, const char*, size_t, off_t, fuse_file_info*) { deny_write(req); };
         o.create = [](fuse_req_t req, fuse_ino_t, const char*, mode_t, fuse_file_info*) { deny_write(req); };
         o.fallocate = [](fuse_req_t req, fuse_ino_t, int, off_t, off_t, fuse_file_info*) { deny_write(req); };
         o.setxattr = [](fuse_req_t req, fuse_ino_t, const char*, const char*, size_t, int) { deny_write(req); };

@@ -1,5 +1,10 @@
 // The mount: a read-only view of the origin, served through the cache.
 //
+// Read-only is enforced here, not by the VFS: the mount is read-write so that the one
+// writable file, .tiercache/plan (0644, see plan_file.hpp), can be written. Data files are
+// 0444 and directories 0555 (with default_permissions the kernel refuses other users' writes);
+// every mutating request on anything but the plan file, root's included, answers EROFS.
+//
 // Each FUSE operation is a do_x() that returns an errno (0 on success) and fills its result,
 // and a thin static x() that only replies. Few requests per file read, since each costs a
 // cross-CPU wakeup (~120 us here): readdirplus and day-long entry/attr timeouts remove
@@ -15,34 +20,47 @@
 
 #include <fuse_lowlevel.h>
 #include <nlohmann/json.hpp>
+#include <memory>
 #include <tiercache/cache.hpp>
+#include <tiercache/prefetcher.hpp>
 
 #include "control_folder.hpp"
 #include "inodes.hpp"
+#include "plan_file.hpp"
 
 namespace tiercache::fuse {
 
 // Requests counted per operation, for the stats file and the note on requests per read.
 // Requests on the control folder count as "control", so the others count data access only.
-enum class Op { init, lookup, forget, getattr, readdir, readdirplus, opendir, open, read, release, statfs, write_denied, control, count };
+enum class Op { init, lookup, forget, getattr, readdir, readdirplus, opendir, open, read, release, statfs, fsync, write_denied, control, count };
 inline constexpr std::array<const char*, static_cast<std::size_t>(Op::count)> kOpNames = {
-    "init", "lookup", "forget", "getattr", "readdir", "readdirplus", "opendir", "open", "read", "release", "statfs", "write_denied",
-    "control"};
+    "init", "lookup", "forget", "getattr", "readdir", "readdirplus", "opendir", "open", "read", "release", "statfs", "fsync",
+    "write_denied", "control"};
 
 struct MountOptions {
     // Let the kernel keep file pages (fast warm reads, no request at all) or send every read
     // to us (direct I/O: what the tier and its policy see is every read).
     bool kernel_cache = true;
     double entry_timeout_s = 86400;  // the data is read-only: cache names and attributes a day
+    // Reading ahead of the reader in the order written to .tiercache/plan (threads 0: off).
+    PrefetchOptions prefetch;
 };
 
 class Filesystem {
 public:
     Filesystem(Cache& cache, MountOptions options);
+    ~Filesystem();
+    Filesystem(const Filesystem&) = delete;
+    Filesystem& operator=(const Filesystem&) = delete;
+
+    // Starts the threads (prefetch, plan commit timer): after fuse_daemonize, whose fork
+    // keeps none, and before the session loop.
+    void start();
 
     static const fuse_lowlevel_ops& operations();
 
     nlohmann::ordered_json stats_json() const;
+    nlohmann::ordered_json plan_json() const;
 
 private:
     // The operations: an errno back, results through the out-parameters.
@@ -55,6 +73,9 @@ private:
     int do_read(fuse_ino_t ino, std::size_t size, off_t offset, Chunk& out, std::shared_ptr<const std::string>& keep);
     int do_statfs(struct statvfs& out) const;
     void do_forget(fuse_ino_t ino, std::uint64_t nlookup);
+    int do_write(fuse_ino_t ino, const char* buf, std::size_t size, off_t offset, std::size_t& written);
+    int do_setattr(fuse_ino_t ino, const struct stat& attr, int to_set, struct stat& out);
+    int do_fsync(fuse_ino_t ino);
 
     // The thin replies.
     static void init(void* userdata, fuse_conn_info* conn);
@@ -70,7 +91,10 @@ private:
     static void read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi);
     static void release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
     static void statfs(fuse_req_t req, fuse_ino_t ino);
-    static void deny_write(fuse_req_t req);
+    static void write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off, fuse_file_info* fi);
+    static void setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi);
+    static void fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi);
+    static void deny_write(fuse_req_t req);  // the operations that change nothing but fail (EROFS)
 
     static Filesystem& self(fuse_req_t req) { return *static_cast<Filesystem*>(fuse_req_userdata(req)); }
     void count(Op op) { requests_[static_cast<std::size_t>(op)].fetch_add(1, std::memory_order_relaxed); }
@@ -80,9 +104,12 @@ private:
     struct stat dir_attr(DirId d) const;
     struct stat sample_attr(SampleId id) const;
     struct stat control_dir_attr() const;
-    struct stat snapshot_attr(fuse_ino_t ino, std::size_t size) const;
+    struct stat snapshot_attr(fuse_ino_t ino, std::size_t size, ControlFile file) const;
     fuse_entry_param entry(fuse_ino_t ino, const struct stat& attr, double timeout) const;
-    fuse_ino_t new_stats_snapshot(struct stat& attr);
+    fuse_ino_t new_snapshot(ControlFile file, struct stat& attr);
+    bool is_plan(fuse_ino_t ino) const { return is_snapshot_ino(ino) && control_.file(ino) == ControlFile::plan; }
+    PlanTarget resolve(std::string_view relpath) const;
+    std::size_t apply_plan(ParsedPlan plan);
 
     Cache& cache_;
     const MountOptions options_;
@@ -93,6 +120,9 @@ private:
     std::atomic<bool> no_opendir_{false};
     ControlFolder control_;
     std::array<std::atomic<std::uint64_t>, static_cast<std::size_t>(Op::count)> requests_{};
+    // Made by start(), before any request; gone after the plan timer (which applies plans to it).
+    std::unique_ptr<Prefetcher> prefetcher_;
+    PlanFile plan_;  // after prefetcher_: destroyed (its timer joined) first
 };
 
 }  // namespace tiercache::fuse

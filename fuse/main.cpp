@@ -1,4 +1,5 @@
 // tiercache-fuse ORIGIN MOUNTPOINT [options]: mounts ORIGIN read-only through the cache.
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
@@ -28,12 +29,15 @@ struct Options {
     bool debug = false;
     std::string dram = "10%";
     std::string pmem, cxl, nvme;  // DIR:SIZE, NODE:SIZE, DIR:SIZE
-    std::string policy = "noevict";
+    std::string policy = "plan";
     std::string kernel_cache = "on";
     std::string segment_dir = "/dev/shm";
     std::string log_file;
     std::string config_file;
     unsigned threads = 4;
+    unsigned prefetch_threads = 4;
+    std::size_t prefetch_window = 1024;
+    std::string prefetch_bytes;  // empty: a quarter of the dram tier, at most 1 GiB
 };
 
 [[noreturn]] void die(const std::string& message) {
@@ -84,7 +88,7 @@ int main(int argc, char** argv) {
     app.add_option("--pmem", opt.pmem, "pmem tier: DIR:SIZE (a DAX filesystem, or any directory)");
     app.add_option("--cxl", opt.cxl, "cxl tier: NODE:SIZE, memory of a (CPU-less) NUMA node");
     app.add_option("--nvme", opt.nvme, "nvme tier: DIR:SIZE, slab files on a local SSD, warm across restarts");
-    app.add_option("--policy", opt.policy, "admission/eviction: noevict (scan-resistant) or lru")->capture_default_str();
+    app.add_option("--policy", opt.policy, "admission/eviction: plan (by next use once a plan is written, else noevict), noevict (scan-resistant) or lru")->capture_default_str();
     app.add_option("--kernel-cache", opt.kernel_cache,
                    "on: the kernel keeps file pages (warm reads need no request); off: every read reaches the cache")
         ->check(CLI::IsMember({"on", "off"}))
@@ -92,6 +96,15 @@ int main(int argc, char** argv) {
     app.add_option("--threads", opt.threads, "FUSE worker threads at most")->check(CLI::Range(1u, 256u))->capture_default_str();
     app.add_option("--segment-dir", opt.segment_dir, "where the cache's memory segment lives (a tmpfs)")->capture_default_str();
     app.add_option("--log", opt.log_file, "append log lines to this file (default: stderr, lost once daemonized)");
+    app.add_option("--prefetch-threads", opt.prefetch_threads,
+                   "threads reading ahead in the order written to .tiercache/plan (0: no prefetch)")
+        ->check(CLI::Range(0u, 256u))
+        ->capture_default_str();
+    app.add_option("--prefetch-window", opt.prefetch_window, "how many samples prefetch runs ahead of the reader")
+        ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 32))
+        ->capture_default_str();
+    app.add_option("--prefetch-bytes", opt.prefetch_bytes,
+                   "how many bytes fetched ahead may wait for the reader: 256MiB, 1GiB (default: a quarter of the dram tier, at most 1GiB)");
     CLI11_PARSE(app, argc, argv);
     auto given = [&](const char* name) { return app.count(name) > 0; };
 
@@ -101,7 +114,8 @@ int main(int argc, char** argv) {
         try {
             const auto file = tiercache::ConfigFile::load(opt.config_file);
             config = file.apply(config);
-            if (const toml::table* mount = file.section("mount", {"mountpoint", "foreground", "kernel_cache", "threads", "log"})) {
+            if (const toml::table* mount = file.section("mount", {"mountpoint", "foreground", "kernel_cache", "threads", "log",
+                                                                  "prefetch_threads", "prefetch_window", "prefetch_bytes"})) {
                 if (auto v = file.string_at(*mount, "mountpoint"); v && !given("MOUNTPOINT")) opt.mountpoint = *v;
                 if (auto v = file.bool_at(*mount, "foreground"); v && !given("--foreground")) opt.foreground = *v;
                 if (auto v = file.bool_at(*mount, "kernel_cache"); v && !given("--kernel-cache")) opt.kernel_cache = *v ? "on" : "off";
@@ -109,6 +123,22 @@ int main(int argc, char** argv) {
                 if (auto v = file.integer_at(*mount, "threads"); v && !given("--threads")) {
                     if (*v < 1 || *v > 256) file.fail(*mount->get("threads"), "threads must be 1 to 256");
                     opt.threads = static_cast<unsigned>(*v);
+                }
+                if (auto v = file.integer_at(*mount, "prefetch_threads"); v && !given("--prefetch-threads")) {
+                    if (*v < 0 || *v > 256) file.fail(*mount->get("prefetch_threads"), "prefetch_threads must be 0 to 256");
+                    opt.prefetch_threads = static_cast<unsigned>(*v);
+                }
+                if (auto v = file.integer_at(*mount, "prefetch_window"); v && !given("--prefetch-window")) {
+                    if (*v < 1 || *v > (std::int64_t{1} << 32)) file.fail(*mount->get("prefetch_window"), "prefetch_window must be 1 to 2^32 samples");
+                    opt.prefetch_window = static_cast<std::size_t>(*v);
+                }
+                if (auto v = file.string_at(*mount, "prefetch_bytes"); v && !given("--prefetch-bytes")) {
+                    try {
+                        if (tiercache::parse_size(*v) == 0) throw std::invalid_argument("prefetch_bytes must be more than 0");
+                    } catch (const std::invalid_argument& e) {
+                        file.fail(*mount->get("prefetch_bytes"), e.what());
+                    }
+                    opt.prefetch_bytes = *v;
                 }
             }
         } catch (const std::invalid_argument& e) {
@@ -156,10 +186,23 @@ int main(int argc, char** argv) {
         die(e.what());
     }
 
-    tiercache::fuse::Filesystem filesystem(*cache, {.kernel_cache = opt.kernel_cache == "on"});
+    tiercache::PrefetchOptions prefetch;
+    try {
+        // Prefetched bytes wait in the fastest tier: by default a quarter of it, at most 1 GiB.
+        std::uint64_t bytes = std::max<std::uint64_t>(std::min<std::uint64_t>(config.dram_bytes() / 4, 1ull << 30), 1);
+        if (!opt.prefetch_bytes.empty() && (bytes = tiercache::parse_size(opt.prefetch_bytes)) == 0)
+            throw std::invalid_argument("'" + opt.prefetch_bytes + "' is no room at all");
+        prefetch.threads(opt.prefetch_threads).window_samples(opt.prefetch_window).window_bytes(bytes);
+        prefetch.validate();
+    } catch (const std::invalid_argument& e) {
+        die(std::string("--prefetch-bytes: ") + e.what());
+    }
 
-    // The mount is read-only at the VFS ("ro"), and the kernel checks permissions itself.
-    std::vector<std::string> fuse_argv = {"tiercache-fuse", "-o", "ro,default_permissions,fsname=tiercache,subtype=tiercache"};
+    tiercache::fuse::Filesystem filesystem(*cache, {.kernel_cache = opt.kernel_cache == "on", .prefetch = prefetch});
+
+    // Not "ro" at the VFS: the plan file takes writes. The filesystem refuses every other
+    // change itself (EROFS), and the kernel checks permissions (default_permissions).
+    std::vector<std::string> fuse_argv = {"tiercache-fuse", "-o", "default_permissions,fsname=tiercache,subtype=tiercache"};
     if (opt.debug) fuse_argv.push_back("-d");
     std::vector<char*> fuse_argp;
     for (auto& a : fuse_argv) fuse_argp.push_back(a.data());
@@ -177,6 +220,7 @@ int main(int argc, char** argv) {
     tiercache::log(tiercache::LogLevel::info, "mounted ", origin, " at ", mountpoint);
 
     if (fuse_daemonize(opt.foreground ? 1 : 0) != 0) die("cannot go to the background");
+    filesystem.start();  // threads now: the daemon's fork above keeps none
 
     fuse_loop_config* loop = fuse_loop_cfg_create();
     fuse_loop_cfg_set_clone_fd(loop, 1);  // one /dev/fuse queue per worker

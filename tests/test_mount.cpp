@@ -85,7 +85,7 @@ TEST_CASE("the stats control file is JSON of the documented shape, fresh on each
     CHECK(after["origin"]["bytes_read"] == 10000);
     CHECK(after["origin"]["reads"] == 1);
     CHECK(after["uptime_s"].get<double>() > before["uptime_s"].get<double>());
-    CHECK(listing(mnt / ".tiercache") == std::vector<std::string>{"stats"});
+    CHECK(listing(mnt / ".tiercache") == std::vector<std::string>{"plan", "stats"});
 }
 
 TEST_CASE("a small dram tier stays in bound, and in the second epoch noevict hits about the capacity fraction, LRU less", "[mount][policy]") {
@@ -153,31 +153,71 @@ TEST_CASE("25,000 files, more than the open-file limit, read correctly through t
 }
 
 TEST_CASE("writes through the mount fail with EROFS and change nothing", "[mount]") {
+    // The mount is not "ro" at the VFS (the plan file takes writes): the filesystem itself
+    // refuses every other change. Root passes the kernel's permission checks, so each of these
+    // reaches the daemon and gets its EROFS.
     test::TempDir dir;
     const path origin = dir / "origin";
     test::write_file(origin / "a/file.bin", test::make_bytes(1, 5000));
+    test::write_file(origin / "a/other.bin", test::make_bytes(2, 3000));
     const auto before = test::slurp(origin / "a/file.bin");
     test::Mount mnt(origin, dir / "mnt", {"--dram", "16MiB"});
     const std::string file = (mnt / "a/file.bin").string();
+    const std::string stats = (mnt / ".tiercache/stats").string();
 
-    auto fails_erofs = [](int rc) { return rc == -1 && errno == EROFS; };
-    CHECK(fails_erofs(::open(file.c_str(), O_WRONLY)));
-    CHECK(fails_erofs(::open(file.c_str(), O_RDWR)));
+    auto fails_erofs = [](long rc) { return rc == -1 && errno == EROFS; };
+    // Opening for writing: refused at the OPEN, or (once no-open support is on, when the kernel
+    // no longer asks) at the first WRITE.
+    for (const std::string& target : {file, stats}) {
+        for (int flags : {O_WRONLY, O_RDWR}) {
+            INFO("writing " << target << " opened with flags " << flags);
+            const int fd = ::open(target.c_str(), flags);
+            if (fd < 0) {
+                CHECK(errno == EROFS);
+                continue;
+            }
+            CHECK(fails_erofs(::write(fd, "x", 1)));
+            CHECK(fails_erofs(::pwrite(fd, "xyz", 3, 100)));
+            CHECK(fails_erofs(::ftruncate(fd, 0)));
+            CHECK(fails_erofs(::fallocate(fd, 0, 0, 8192)));
+            const int src = ::open((mnt / "a/other.bin").c_str(), O_RDONLY);
+            REQUIRE(src >= 0);
+            loff_t in = 0, out = 0;
+            const ssize_t copied = ::copy_file_range(src, &in, fd, &out, 100, 0);
+            CHECK((fails_erofs(copied) || (copied == -1 && errno == EXDEV)));  // EXDEV: the kernel copies itself, by write
+            ::close(src);
+            CHECK(::fsync(fd) == 0);  // nothing to sync, nothing changed
+            ::close(fd);
+        }
+    }
     CHECK(fails_erofs(::open(file.c_str(), O_RDONLY | O_TRUNC)));
+    CHECK(fails_erofs(::open(file.c_str(), O_WRONLY | O_TRUNC)));
     CHECK(fails_erofs(::open((mnt / "a/new.bin").c_str(), O_WRONLY | O_CREAT, 0644)));
+    CHECK(fails_erofs(::open((mnt / ".tiercache/new").c_str(), O_WRONLY | O_CREAT, 0644)));
+    CHECK(fails_erofs(::mknod((mnt / "a/fifo").c_str(), S_IFIFO | 0644, 0)));
     CHECK(fails_erofs(::truncate(file.c_str(), 0)));
+    CHECK(fails_erofs(::truncate(file.c_str(), 10)));
     CHECK(fails_erofs(::chmod(file.c_str(), 0777)));
+    CHECK(fails_erofs(::chown(file.c_str(), 1, 1)));
+    CHECK(fails_erofs(::utimensat(AT_FDCWD, file.c_str(), nullptr, 0)));
     CHECK(fails_erofs(::unlink(file.c_str())));
+    CHECK(fails_erofs(::unlink(stats.c_str())));
     CHECK(fails_erofs(::rename(file.c_str(), (mnt / "a/moved.bin").c_str())));
+    CHECK(fails_erofs(::rename(file.c_str(), (mnt / "a/other.bin").c_str())));
     CHECK(fails_erofs(::mkdir((mnt / "newdir").c_str(), 0755)));
     CHECK(fails_erofs(::rmdir((mnt / "a").c_str())));
     CHECK(fails_erofs(::symlink("x", (mnt / "a/link").c_str())));
     CHECK(fails_erofs(::link(file.c_str(), (mnt / "a/hard").c_str())));
     CHECK(fails_erofs(::setxattr(file.c_str(), "user.x", "1", 1, 0)));
+    CHECK(fails_erofs(::removexattr(file.c_str(), "user.x")));
 
     CHECK(test::slurp(origin / "a/file.bin") == before);
-    CHECK(listing(origin / "a") == std::vector<std::string>{"file.bin"});
+    CHECK(listing(origin / "a") == std::vector<std::string>{"file.bin", "other.bin"});
     CHECK(test::slurp(mnt / "a/file.bin") == before);
+    CHECK(test::fs::file_size(mnt / "a/file.bin") == before.size());
+    CHECK(listing(mnt / "a") == std::vector<std::string>{"file.bin", "other.bin"});
+    CHECK(mnt.stats()["fuse"]["requests"]["write_denied"].get<std::uint64_t>() > 0);
+    CHECK(test::is_mounted(mnt.path()));
 }
 
 TEST_CASE("bad input: a clear message and a non-zero exit, no mount", "[mount][errors]") {
