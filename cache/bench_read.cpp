@@ -3,8 +3,15 @@
 // so a run over the origin and a run over the mount can read in exactly the same order.
 #include "bench_read.hpp"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
+#include <iterator>
+#include <stdexcept>
 #include <cstdio>
 #include <fstream>
 
@@ -39,6 +46,33 @@ using namespace tiercache::detail;  // Rng, shuffle, stream purposes
 
 namespace {
 
+// Tells the mount the epoch's order: one relative path per line, in one write(), then reads
+// the plan back, which makes the mount apply it at once. Throws naming the plan file.
+void write_plan(const fs::path& dir, const std::vector<fs::path>& order) {
+    const fs::path plan = dir / ".tiercache" / "plan";
+    std::string text;
+    for (const auto& path : order) text += path.lexically_relative(dir).string() + "\n";
+    const int fd = ::open(plan.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC);
+    if (fd < 0) throw std::runtime_error("cannot open " + plan.string() + " (is " + dir.string() + " a tiercache mount?): " + std::strerror(errno));
+    std::size_t done = 0;
+    while (done < text.size()) {
+        const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+            const int err = errno;
+            ::close(fd);
+            throw std::runtime_error("the mount refused the plan written to " + plan.string() + ": " + std::strerror(err));
+        }
+        done += static_cast<std::size_t>(n);
+    }
+    ::close(fd);
+    std::ifstream back(plan);  // applies it now
+    const auto status = nlohmann::json::parse(std::istreambuf_iterator<char>(back), std::istreambuf_iterator<char>(), nullptr, false);
+    if (status.is_discarded() || status.value("state", "") != "active")
+        throw std::runtime_error("the plan written to " + plan.string() + " is not active: " +
+                                 (status.is_discarded() ? std::string("unreadable status") : status.dump()));
+}
+
 std::string hex64(std::uint64_t value) {
     char text[24];
     std::snprintf(text, sizeof text, "0x%016llx", static_cast<unsigned long long>(value));
@@ -62,6 +96,7 @@ int run_bench_read(const BenchReadOptions& options) {
         std::vector<fs::path> order = sorted;
         Rng rng = Rng::stream(options.seed, kShuffleStream, epoch);
         shuffle(order, rng);
+        if (options.plan) write_plan(options.dir, order);
 
         LiveCounts live;
         const std::uint64_t storage_before = storage_read_bytes();

@@ -14,6 +14,7 @@ struct BenchReadOptions {
     bool verify = false;    // print an order-independent digest of the bytes read
     bool progress = false;  // live progress line on stderr
     bool json = false;      // one JSON object per epoch on stdout instead of text
+    bool plan = false;      // write each epoch's order to DIR/.tiercache/plan first (a tiercache mount)
 };
 
 // Returns the exit status: 0 when every read succeeded, 1 otherwise.

@@ -96,6 +96,9 @@ int main(int argc, char** argv) {
                              "Print the sum of the files' XXH3-64 (order-independent) to compare two trees");
     bench_read_cmd->add_flag("--progress", bench_read.progress, "Show a live progress line on stderr (if it is a terminal)");
     bench_read_cmd->add_flag("--json", bench_read.json, "Print one JSON object per epoch on stdout");
+    bench_read_cmd->add_flag("--plan", bench_read.plan,
+                             "Before each epoch, write its order to DIR/.tiercache/plan, so that the mount prefetches it "
+                             "and places by it (DIR must be a tiercache mount)");
 
     CLI11_PARSE(app, argc, argv);
 
