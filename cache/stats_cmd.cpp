@@ -153,8 +153,29 @@ void print_report(const fs::path& mountpoint, const Json& stats) {
     if (const auto policy = stats.find("policy"); policy != stats.end() && is_scalar(*policy))
         summary.add_row({"policy", scalar_text(*policy)});
 
+    if (const auto plan = stats.find("plan"); plan != stats.end() && plan->is_object()) {
+        const auto samples = number(*plan, "samples");
+        summary.add_row({"plan", samples && *samples > 0 ? rounded(*samples) + " samples this epoch" : "none"});
+    }
+    if (const auto prefetch = stats.find("prefetch"); prefetch != stats.end() && prefetch->is_object()) {
+        if (const auto issued = number(*prefetch, "issued"); issued && *issued > 0) {
+            std::string text = rounded(*issued) + " issued";
+            for (const char* key : {"fetched", "resident", "raced", "rejected", "errors"})
+                if (const auto n = number(*prefetch, key); n && *n > 0) text += ", " + rounded(*n) + " " + key;
+            if (const auto bytes = number(*prefetch, "bytes")) text += " (" + human_bytes(*bytes) + ")";
+            summary.add_row({"prefetch", text});
+        }
+    }
+    if (const auto loader = stats.find("loader"); loader != stats.end() && loader->is_object()) {
+        if (const auto batches = number(*loader, "batches"); batches && *batches > 0) {
+            std::string text = rounded(*batches) + " batches";
+            if (const auto stall = number(*loader, "stall_fraction")) text += ", stalled " + percent(*stall, 1.0) + " of the time";
+            summary.add_row({"loader", text});
+        }
+    }
+
     // Any other top-level field: scalars are shown, nested ones are left to --json.
-    static const std::set<std::string> known{"tiers", "origin", "samples", "dataset_bytes", "policy", "fuse"};
+    static const std::set<std::string> known{"tiers", "origin", "samples", "dataset_bytes", "policy", "fuse", "plan", "prefetch", "loader"};
     std::string nested;
     for (const auto& [key, value] : stats.items()) {
         if (known.count(key)) continue;
