@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# PyTorch epochs over a slow origin (DESIGN.md section 7): the same training loop
+# (examples/pytorch/train_imagefolder.py: ImageFolder of raw bytes, DataLoader with 4 workers,
+# a fixed sleep per batch for compute) over the same generated dataset, side by side:
+#   native   DataLoader(shuffle=True) reading the origin directory directly
+#   mount    the same DataLoader(shuffle=True) through tiercache-fuse, no plan written
+#   plan     through tiercache-fuse with TiercacheSampler writing each epoch's order to the plan
+# The origin is made slow and kept slow: every process of the bench (the loaders, the mount's
+# daemon) runs in a blkio cgroup throttled to ORIGIN_MBPS, and the origin's files are evicted
+# from the page cache before every epoch (fadvise DONTNEED), so whoever reads the origin reads
+# the disk every epoch, as from a remote store. The mount keeps its own caches (its DRAM tier
+# and, by default, the kernel's pages of the mounted files), as it does in use.
+# Each configuration starts cold (a fresh mount) and runs EPOCHS epochs: epoch 1 cold, then
+# warm. Figures are medians over RUNS runs.
+#
+#   bench/pytorch_epoch.sh                    # FILES=3000 (~320 MiB) generated into /var/tmp
+#   RUNS=1 ORIGIN_MBPS=200 DRAM=160MiB bench/pytorch_epoch.sh [DATASET_DIR]
+#
+# Environment: FILES (3000), RUNS (3), EPOCHS (3), ORIGIN_MBPS (50), DRAM (1GiB: holds the
+# dataset), BATCH (32), WORKERS (4), COMPUTE_MS (40, per batch), PREFETCH_THREADS (4),
+# TIERCACHE_FUSE_OPTS (extra tiercache-fuse options), BUILD_DIR (build).
+# Needs root (cgroups) and /usr/bin/python3 with torch and torchvision
+# (scripts/install-deps --torch). Prints a Markdown table and writes it to
+# bench/results/pytorch_epoch-<date>.md. The mount, the cgroup and the temporary files are
+# removed on every way out, Ctrl-C included.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+files="${FILES:-3000}"
+runs="${RUNS:-3}"
+epochs="${EPOCHS:-3}"
+origin_mbps="${ORIGIN_MBPS:-50}"
+dram="${DRAM:-1GiB}"
+batch="${BATCH:-32}"
+workers="${WORKERS:-4}"
+compute_ms="${COMPUTE_MS:-40}"
+prefetch_threads="${PREFETCH_THREADS:-4}"
+read -r -a fuse_opts <<< "${TIERCACHE_FUSE_OPTS:-}"
+build="${BUILD_DIR:-build}"
+dataset="${1:-}"
+tc="$build/cache/tiercache"
+tc_fuse="$build/fuse/tiercache-fuse"
+python=/usr/bin/python3
+cg=/sys/fs/cgroup/blkio/tc-bench-torch
+
+log() { printf 'pytorch_epoch: %s\n' "$*" >&2; }
+[ -d "$(dirname "$cg")" ] || { log "no cgroup v1 blkio controller at $(dirname "$cg")"; exit 1; }
+[ "$(id -u)" -eq 0 ] || { log "needs root (cgroups)"; exit 1; }
+"$python" -c 'import torch, torchvision' 2>/dev/null || { log "$python lacks torch/torchvision: scripts/install-deps --torch"; exit 1; }
+
+# shellcheck source=scripts/lib/mount.sh
+source scripts/lib/mount.sh
+work=""
+mnt=""
+cleanup() {
+    local status=$?
+    trap - EXIT INT TERM
+    [ -z "$mnt" ] || unmount_safely "$mnt" pytorch_epoch
+    if [ -d "$cg" ]; then
+        while read -r p; do echo "$p" > "$(dirname "$cg")/cgroup.procs" 2>/dev/null || true; done < "$cg/cgroup.procs"
+        rmdir "$cg" 2>/dev/null || true
+    fi
+    if [ -n "$work" ] && ! { [ -n "$mnt" ] && is_mounted "$mnt"; }; then rm -rf "$work"; fi
+    [ "$status" -eq 0 ] || log "failed (exit status $status)"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+if [ ! -x "$tc" ] || [ ! -x "$tc_fuse" ]; then
+    cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >&2
+    cmake --build "$build" -j2 --target tiercache-cli tiercache-fuse >&2
+fi
+
+# On the real disk (not /tmp, which may be a tmpfs elsewhere): the throttle applies to it.
+work="$(mktemp -d /var/tmp/tiercache-torch.XXXXXX)"
+mnt="$work/mnt"
+mkdir "$mnt"
+if [ -n "$dataset" ]; then
+    origin="$(realpath "$dataset")"
+    dataset_note="$origin"
+else
+    origin="$work/origin"
+    log "generating $files files into $origin"
+    "$tc" gen "$origin" --files "$files" --classes 100 --seed 5 >&2
+    dataset_note="tiercache gen --files $files --classes 100 --seed 5"
+fi
+dev="$(findmnt -no MAJ:MIN -T "$origin" | tr -d ' ')"
+mkdir -p "$cg"
+echo "$dev $((origin_mbps * 1000 * 1000))" > "$cg/blkio.throttle.read_bps_device"
+run_in_cg() { sh -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "$cg" "$@"; }
+
+results="$work/results.jsonl"
+epoch_args=(--epochs "$epochs" --batch-size "$batch" --workers "$workers" --compute-ms "$compute_ms" --blkio-cgroup "$cg" --evict "$origin")
+tag() { "$python" -c 'import json, sys
+for line in sys.stdin: r = json.loads(line); r["config"], r["run"] = sys.argv[1], int(sys.argv[2]); print(json.dumps(r))' "$@"; }
+
+mount_it() {
+    run_in_cg "$tc_fuse" "$origin" "$mnt" --dram "$dram" --prefetch-threads "$prefetch_threads" \
+        --log "$work/fuse.log" "${fuse_opts[@]}"
+    for _ in $(seq 300); do [ -e "$mnt/.tiercache/stats" ] && break; sleep 0.1; done
+    [ -e "$mnt/.tiercache/stats" ] || { log "the mount did not come up"; exit 1; }
+}
+unmount_it() { fusermount3 -u "$mnt"; for _ in $(seq 100); do is_mounted "$mnt" || break; sleep 0.1; done; sleep 0.5; }
+
+for run in $(seq "$runs"); do
+    log "run $run/$runs: native (DataLoader shuffle=True on the origin)"
+    run_in_cg "$python" bench/pytorch_epoch.py "$origin" --sampler shuffle --seed "$run" "${epoch_args[@]}" | tag native "$run" >> "$results"
+    log "run $run/$runs: mount, no plan"
+    mount_it
+    run_in_cg "$python" bench/pytorch_epoch.py "$mnt" --sampler shuffle --seed "$run" "${epoch_args[@]}" | tag mount "$run" >> "$results"
+    unmount_it
+    log "run $run/$runs: mount, TiercacheSampler writing the plan"
+    mount_it
+    run_in_cg "$python" bench/pytorch_epoch.py "$mnt" --sampler plan --seed "$run" "${epoch_args[@]}" | tag plan "$run" >> "$results"
+    unmount_it
+done
+
+mkdir -p bench/results
+report="bench/results/pytorch_epoch-$(date -u +%Y%m%d-%H%M%S).md"
+dataset_bytes="$(du -sb "$origin" | cut -f1)"
+"$python" - "$results" "$dataset_bytes" "$dataset_note" "$(date -u +%Y-%m-%d), $(nproc) CPUs, kernel $(uname -r)" \
+    "$origin_mbps" "$dram" "$batch" "$workers" "$compute_ms" "$prefetch_threads" "$runs" > "$report" <<'EOF'
+import json, statistics, sys
+path, dataset, note, host, mbps, dram, batch, workers, compute, pthreads, runs = sys.argv[1:]
+dataset = int(dataset)
+rows = [json.loads(l) for l in open(path)]
+names = {"native": "native: DataLoader(shuffle=True) on the origin",
+         "mount": "tiercache mount, shuffle=True, no plan",
+         "plan": "tiercache mount, TiercacheSampler (plan)"}
+configs = [c for c in names if any(r["config"] == c for r in rows)]
+epochs = sorted({r["epoch"] for r in rows})
+med = lambda c, e, f: statistics.median(f(r) for r in rows if r["config"] == c and r["epoch"] == e)
+n = rows[0]["samples"]
+print(f"## PyTorch epochs over a slow origin: {n} files, {dataset / 2**20:.0f} MiB ({note})")
+print()
+print(f"{host}. Origin: the local disk throttled to {mbps} MB/s (blkio cgroup), its files evicted "
+      f"from the page cache before every epoch. Loop: ImageFolder (raw bytes), DataLoader(batch_size={batch}, num_workers={workers}), "
+      f"{compute} ms of simulated compute per batch. Mount: --dram {dram}, --prefetch-threads {pthreads}. "
+      f"Medians of {runs} runs; each configuration starts cold. Stall = time blocked in next(loader) / epoch time. "
+      f"Origin bytes = bytes read from the disk during the epoch (the cgroup's blkio counter) / dataset bytes.")
+print()
+head = " | ".join(f"epoch {e + 1} s" for e in epochs)
+stall = " | ".join(f"stall {e + 1}" for e in epochs)
+print(f"| configuration | {head} | {stall} | origin bytes / dataset, per epoch | epoch {len(epochs)} vs native |")
+print("|---|" + "---:|" * (2 * len(epochs)) + "---|---:|")
+last = epochs[-1]
+for c in configs:
+    times = " | ".join(f"{med(c, e, lambda r: r['epoch_s']):.2f}" for e in epochs)
+    stalls = " | ".join(f"{med(c, e, lambda r: r['stall']):.0%}" for e in epochs)
+    origin = ", ".join(f"{med(c, e, lambda r: r['disk_read_bytes']) / dataset:.2f}" for e in epochs)
+    ratio = med(c, last, lambda r: r["epoch_s"]) / med("native", last, lambda r: r["epoch_s"])
+    print(f"| {names[c]} | {times} | {stalls} | {origin} | {ratio:.2f}x |")
+compute_s = n / int(batch) * float(compute) / 1000
+print()
+print(f"Compute alone: {compute_s:.2f} s per epoch ({-(-n // int(batch))} batches x {compute} ms).")
+for c in ("mount", "plan"):
+    got = [r for r in rows if r["config"] == c and (r.get("cache") or {}).get("prefetch")]
+    if not got:
+        continue
+    keys = ("issued", "fetched", "resident", "raced")
+    per = "; ".join(f"epoch {e + 1}: " + ", ".join(
+        f"{k} {statistics.median(r['cache']['prefetch'].get(k, 0) for r in got if r['epoch'] == e):g}" for k in keys)
+        for e in epochs)
+    print(f"Prefetch counters, {names[c]} (medians): {per}.")
+EOF
+cat "$report"
+log "written to $report"
