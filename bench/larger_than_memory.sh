@@ -6,6 +6,9 @@
 #   dram       tiercache-fuse --dram BUDGET (noevict), kernel cache off
 #   dram+nvme  the same plus --nvme on the local disk (noevict: what dram cannot hold is on nvme)
 #   lru+nvme   the same with --policy lru
+#   plan       --dram BUDGET, each epoch's order written to the plan file first (bench read --plan):
+#              the mount prefetches ahead of the readers and places by next use
+#   plan+nvme  the same plus --nvme
 # The daemon runs in a memory cgroup of BUDGET + 384 MiB (its dram tier lives in /dev/shm pages
 # charged to it; the rest covers the catalog and page cache of nvme slabs), so no side gets
 # more memory than the budget beyond bookkeeping.
@@ -88,9 +91,11 @@ for e in $(seq "$epochs"); do
     python3 -c 'import json,sys; j=json.loads(sys.argv[2]); print("native", sys.argv[1], j["seconds"], j["storage_read_bytes"])' "$e" "$line" >> "$results"
 done
 
-run_mount() {  # name, then tiercache-fuse options
+run_mount() {  # name, then tiercache-fuse options; a name starting "plan" writes the plan
     local name=$1
     shift
+    local read_opts=()
+    case "$name" in plan*) read_opts=(--plan) ;; esac
     rm -rf "$work/nvme" && mkdir "$work/nvme"
     drop_caches
     run_in tc-bench-daemon "$tc_fuse" "$origin" "$mnt" --kernel-cache off "$@"
@@ -98,7 +103,7 @@ run_mount() {  # name, then tiercache-fuse options
     local before after line
     for e in $(seq "$epochs"); do
         before="$(cat "$mnt/.tiercache/stats")"
-        line="$("$tc" bench read "$mnt" --readers "$readers" --seed "$e" --json)"
+        line="$("$tc" bench read "$mnt" --readers "$readers" --seed "$e" --json "${read_opts[@]}")"
         after="$(cat "$mnt/.tiercache/stats")"
         python3 - "$name" "$e" "$line" "$before" "$after" >> "$results" <<'EOF'
 import json, sys
@@ -112,11 +117,15 @@ EOF
 }
 
 log "tiercache: dram ${budget_mib} MiB, noevict"
-run_mount dram --dram "${budget_mib}MiB"
+run_mount dram --dram "${budget_mib}MiB" --policy noevict
 log "tiercache: dram ${budget_mib} MiB + nvme, noevict"
-run_mount dram+nvme --dram "${budget_mib}MiB" --nvme "$work/nvme:$((budget_mib * 4))MiB"
+run_mount dram+nvme --dram "${budget_mib}MiB" --nvme "$work/nvme:$((budget_mib * 4))MiB" --policy noevict
 log "tiercache: dram ${budget_mib} MiB + nvme, lru"
 run_mount lru+nvme --dram "${budget_mib}MiB" --nvme "$work/nvme:$((budget_mib * 4))MiB" --policy lru
+log "tiercache: dram ${budget_mib} MiB, plan written each epoch"
+run_mount plan --dram "${budget_mib}MiB" --policy plan
+log "tiercache: dram ${budget_mib} MiB + nvme, plan written each epoch"
+run_mount plan+nvme --dram "${budget_mib}MiB" --nvme "$work/nvme:$((budget_mib * 4))MiB" --policy plan
 
 mkdir -p bench/results
 report="bench/results/larger_than_memory-$(date -u +%Y%m%d-%H%M%S).md"
