@@ -394,7 +394,9 @@ private:
             {
                 std::lock_guard lock(r.mutex);
                 detail::LoaderRing::Slot& slot = r.slots[k % r.slots.size()];
-                if (error && !slot.error) slot.error = error;
+                // Moved, not copied: the consumer must hold the last reference, as the
+                // exception is freed by whoever drops it last.
+                if (error && !slot.error) slot.error = std::move(error);
                 ready = --slot.remaining == 0;
             }
             if (ready) r.ready_cv.notify_all();
