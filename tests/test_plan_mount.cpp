@@ -171,7 +171,8 @@ TEST_CASE("a seed plan is the built-in sampler's order: applied, prefetched, hit
     const auto settled = wait_prefetched(mnt, samples);
     CHECK(settled["origin"]["bytes_read"] == data.bytes);
     std::vector<std::string> order;
-    for (tiercache::SampleId id : tiercache::EpochPlan(samples, 7, 2).order()) order.push_back(name_of(id));
+    const tiercache::EpochPlan expected(samples, 7, 2);
+    for (tiercache::SampleId id : expected.order()) order.push_back(name_of(id));
     CHECK(read_in_order(mnt, origin, order) == 0);
     const auto after = mnt.stats();
     CHECK(dram(after, "hits") == samples);
