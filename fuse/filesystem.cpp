@@ -159,8 +159,10 @@ nlohmann::ordered_json Filesystem::stats_json() const {
     return j;
 }
 
-fuse_ino_t Filesystem::new_snapshot(ControlFile file, struct stat& attr) {
-    if (file == ControlFile::plan) plan_.commit();  // an open of the plan reads the plan in force
+fuse_ino_t Filesystem::new_snapshot(ControlFile file, struct stat& attr, pid_t requester) {
+    // The writer opening the plan to read it back is done writing: it reads the plan in force.
+    // Anyone else's look (another rank, an ls) must not cut a stream still arriving.
+    if (file == ControlFile::plan) plan_.commit_by(requester);
     std::string text = (file == ControlFile::plan ? plan_json() : stats_json()).dump(2) + "\n";
     const std::size_t size = text.size();
     const fuse_ino_t ino = control_.add_snapshot(std::move(text), file);
@@ -188,7 +190,7 @@ void Filesystem::do_init(fuse_conn_info* conn) {
         no_open_.load() ? "on" : "off", ", kernel cache ", options_.kernel_cache ? "on" : "off");
 }
 
-int Filesystem::do_lookup(fuse_ino_t parent, const char* name, fuse_entry_param& out) {
+int Filesystem::do_lookup(fuse_ino_t parent, const char* name, fuse_entry_param& out, pid_t requester) {
     const std::string_view n(name);
     if (parent == kRootIno && n == kControlDirName) {
         out = entry(kControlDirIno, control_dir_attr(), options_.entry_timeout_s);
@@ -200,7 +202,7 @@ int Filesystem::do_lookup(fuse_ino_t parent, const char* name, fuse_entry_param&
         else if (n == ControlFolder::kPlanName) file = ControlFile::plan;
         else return ENOENT;
         struct stat attr {};
-        const fuse_ino_t ino = new_snapshot(file, attr);
+        const fuse_ino_t ino = new_snapshot(file, attr, requester);
         out = entry(ino, attr, 0.0);  // never cached: the next open looks up a fresh snapshot
         return 0;
     }
@@ -328,10 +330,11 @@ int Filesystem::do_open(fuse_ino_t ino, fuse_file_info& fi) const {
     return 0;
 }
 
-int Filesystem::do_read(fuse_ino_t ino, std::size_t size, off_t offset, Chunk& out, std::shared_ptr<const std::string>& keep) {
+int Filesystem::do_read(fuse_ino_t ino, std::size_t size, off_t offset, Chunk& out, std::shared_ptr<const std::string>& keep,
+                        pid_t requester) {
     if (offset < 0) return EINVAL;
     if (is_snapshot_ino(ino)) {
-        if (is_plan(ino)) plan_.commit();  // a reader wants the plan in force
+        if (is_plan(ino)) plan_.commit_by(requester);  // the writer wants the plan in force
         keep = control_.snapshot(ino);
         if (!keep) return ESTALE;
         const auto* bytes = reinterpret_cast<const std::byte*>(keep->data());
@@ -370,21 +373,21 @@ void Filesystem::do_forget(fuse_ino_t ino, std::uint64_t nlookup) {
     if (is_snapshot_ino(ino)) control_.forget(ino, nlookup);  // data inodes hold no state
 }
 
-int Filesystem::do_write(fuse_ino_t ino, const char* buf, std::size_t size, off_t offset, std::size_t& written) {
+int Filesystem::do_write(fuse_ino_t ino, const char* buf, std::size_t size, off_t offset, std::size_t& written, pid_t requester) {
     if (!is_plan(ino)) return is_snapshot_ino(ino) && !control_.snapshot(ino) ? ESTALE : EROFS;
     if (offset < 0) return EINVAL;
-    if (const int err = plan_.write(ino, static_cast<std::uint64_t>(offset), {buf, size})) return err;
+    if (const int err = plan_.write(ino, static_cast<std::uint64_t>(offset), {buf, size}, requester)) return err;
     written = size;
     return 0;
 }
 
-int Filesystem::do_setattr(fuse_ino_t ino, const struct stat& attr, int to_set, struct stat& out) {
+int Filesystem::do_setattr(fuse_ino_t ino, const struct stat& attr, int to_set, struct stat& out, pid_t requester) {
     // Only a truncation of the plan to nothing (O_TRUNC) is allowed; times that come with it
     // are ignored. Modes, owners and other sizes stay as they are: EROFS.
     const bool truncates = (to_set & FUSE_SET_ATTR_SIZE) && attr.st_size == 0 &&
                            !(to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID));
     if (!truncates || !is_plan(ino)) return EROFS;
-    if (const int err = plan_.truncate(ino)) return err;
+    if (const int err = plan_.truncate(ino, requester)) return err;
     return do_getattr(ino, out);
 }
 
@@ -404,7 +407,7 @@ void Filesystem::lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
     Filesystem& fs = self(req);
     fs.count(Op::lookup, parent == kRootIno && std::string_view(name) == kControlDirName ? kControlDirIno : parent);
     fuse_entry_param e{};
-    if (const int err = fs.do_lookup(parent, name, e)) fuse_reply_err(req, err);
+    if (const int err = fs.do_lookup(parent, name, e, fuse_req_ctx(req)->pid)) fuse_reply_err(req, err);
     else if (fuse_reply_entry(req, &e) != 0 && e.ino != 0) fs.do_forget(e.ino, 1);  // the kernel never got it
 }
 
@@ -465,7 +468,7 @@ void Filesystem::read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fu
     fs.count(Op::read, ino);
     Chunk chunk;                                // keeps tier bytes pinned until the reply is written
     std::shared_ptr<const std::string> keep;    // or a control snapshot alive
-    if (const int err = fs.do_read(ino, size, off, chunk, keep)) fuse_reply_err(req, err);
+    if (const int err = fs.do_read(ino, size, off, chunk, keep, fuse_req_ctx(req)->pid)) fuse_reply_err(req, err);
     else fuse_reply_buf(req, reinterpret_cast<const char*>(chunk.bytes.data()), chunk.bytes.size());
 }
 
@@ -486,7 +489,7 @@ void Filesystem::write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t s
     Filesystem& fs = self(req);
     fs.count(fs.is_plan(ino) ? Op::control : Op::write_denied);
     std::size_t written = 0;
-    if (const int err = fs.do_write(ino, buf, size, off, written)) fuse_reply_err(req, err);
+    if (const int err = fs.do_write(ino, buf, size, off, written, fuse_req_ctx(req)->pid)) fuse_reply_err(req, err);
     else fuse_reply_write(req, written);
 }
 
@@ -494,7 +497,7 @@ void Filesystem::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int 
     Filesystem& fs = self(req);
     fs.count(fs.is_plan(ino) ? Op::control : Op::write_denied);
     struct stat st {};
-    if (const int err = fs.do_setattr(ino, *attr, to_set, st)) fuse_reply_err(req, err);
+    if (const int err = fs.do_setattr(ino, *attr, to_set, st, fuse_req_ctx(req)->pid)) fuse_reply_err(req, err);
     else fuse_reply_attr(req, &st, fs.options_.entry_timeout_s);
 }
 

@@ -65,16 +65,17 @@ public:
 private:
     // The operations: an errno back, results through the out-parameters.
     void do_init(fuse_conn_info* conn);
-    int do_lookup(fuse_ino_t parent, const char* name, fuse_entry_param& out);
+    int do_lookup(fuse_ino_t parent, const char* name, fuse_entry_param& out, pid_t requester);
     int do_getattr(fuse_ino_t ino, struct stat& out) const;
     int do_readdir(fuse_req_t req, fuse_ino_t ino, std::size_t size, off_t offset, bool plus, std::string& out);
     int do_open(fuse_ino_t ino, fuse_file_info& fi) const;
     int do_opendir(fuse_ino_t ino, fuse_file_info& fi) const;
-    int do_read(fuse_ino_t ino, std::size_t size, off_t offset, Chunk& out, std::shared_ptr<const std::string>& keep);
+    int do_read(fuse_ino_t ino, std::size_t size, off_t offset, Chunk& out, std::shared_ptr<const std::string>& keep,
+                pid_t requester);
     int do_statfs(struct statvfs& out) const;
     void do_forget(fuse_ino_t ino, std::uint64_t nlookup);
-    int do_write(fuse_ino_t ino, const char* buf, std::size_t size, off_t offset, std::size_t& written);
-    int do_setattr(fuse_ino_t ino, const struct stat& attr, int to_set, struct stat& out);
+    int do_write(fuse_ino_t ino, const char* buf, std::size_t size, off_t offset, std::size_t& written, pid_t requester);
+    int do_setattr(fuse_ino_t ino, const struct stat& attr, int to_set, struct stat& out, pid_t requester);
     int do_fsync(fuse_ino_t ino);
 
     // The thin replies.
@@ -106,7 +107,7 @@ private:
     struct stat control_dir_attr() const;
     struct stat snapshot_attr(fuse_ino_t ino, std::size_t size, ControlFile file) const;
     fuse_entry_param entry(fuse_ino_t ino, const struct stat& attr, double timeout) const;
-    fuse_ino_t new_snapshot(ControlFile file, struct stat& attr);
+    fuse_ino_t new_snapshot(ControlFile file, struct stat& attr, pid_t requester);
     bool is_plan(fuse_ino_t ino) const { return is_snapshot_ino(ino) && control_.file(ino) == ControlFile::plan; }
     PlanTarget resolve(std::string_view relpath) const;
     std::size_t apply_plan(ParsedPlan plan);

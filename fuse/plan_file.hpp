@@ -36,7 +36,8 @@
 //
 // Commit: the pending plan is applied when the writer is done, which the daemon learns from
 // (the mount has no open/close notification): an fsync of the plan file (its result is the
-// commit's), an open or read of the plan file, or 50 ms without a write. Write the whole text
+// commit's), an open or read of the plan file by the thread that wrote it, or 50 ms without a
+// write (a look from any other process leaves a plan still arriving alone). Write the whole text
 // in one go: a plan committed for idleness is closed, and a late continuation fails (EINVAL).
 // At commit the last line without '\n' is parsed too, and the keys are checked as a whole; a
 // failure there drops the plan and shows in last_error. Applying: the keys give
@@ -55,6 +56,8 @@
 #include <charconv>
 #include <chrono>
 #include <climits>
+#include <sys/types.h>
+
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -325,14 +328,15 @@ public:
     }
 
     // Truncation to size 0 of plan snapshot `ino` (open with O_TRUNC): a new, empty plan.
-    int truncate(fuse_ino_t ino) {
+    int truncate(fuse_ino_t ino, pid_t writer) {
         std::lock_guard lock(mutex_);
         begin(ino);
+        stream_->writer = writer;
         return 0;
     }
 
     // A WRITE of `bytes` at `offset` to plan snapshot `ino`.
-    int write(fuse_ino_t ino, std::uint64_t offset, std::string_view bytes) {
+    int write(fuse_ino_t ino, std::uint64_t offset, std::string_view bytes, pid_t writer) {
         std::lock_guard lock(mutex_);
         if (offset == 0) begin(ino);
         else if (!stream_ || stream_->ino != ino || stream_->state != Stream::open || offset != stream_->end) {
@@ -351,6 +355,7 @@ public:
             return err;
         }
         stream_->end += bytes.size();
+        stream_->writer = writer;
         arm();
         return 0;
     }
@@ -359,6 +364,14 @@ public:
     // none or it was applied; the errno of its rejection otherwise.
     int commit() {
         std::lock_guard lock(mutex_);
+        return commit_locked();
+    }
+
+    // Applies the pending plan if `requester` is the thread that wrote it (reading its plan
+    // back: it is done writing); a look from anyone else leaves a stream still arriving alone.
+    int commit_by(pid_t requester) {
+        std::lock_guard lock(mutex_);
+        if (stream_ && stream_->state == Stream::open && stream_->writer != requester) return 0;
         return commit_locked();
     }
 
@@ -397,6 +410,7 @@ private:
         PlanParser parser;
         std::uint64_t end = 0;  // bytes received
         State state = open;
+        pid_t writer = 0;       // the thread whose WRITEs these are
     };
 
     void begin(fuse_ino_t ino) {  // mutex_ held

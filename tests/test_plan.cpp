@@ -107,6 +107,10 @@ TEST_CASE("plans shard as PyTorch's DistributedSampler does", "[plan]") {
     CHECK(EpochPlan::per_rank(10, 3, true) == 3);
     CHECK(EpochPlan::per_rank(9, 3, true) == 3);
     CHECK(EpochPlan(2, 1, 0, 4, 5).size() == 1);  // padding past the list's own length
+    // A hostile world size costs nothing: the padded list is never built.
+    const EpochPlan huge(10, 42, 0, 4'000'000'000u, 4'294'967'295u);
+    REQUIRE(huge.size() == 1);
+    CHECK(huge[0] == whole[4'000'000'000u % 10]);
 
     CHECK_THROWS_WITH(EpochPlan(10, 1, 0, 3, 3), Catch::Contains("rank 3 is outside a world of 3"));
     CHECK_THROWS_WITH(EpochPlan(10, 1, 0, 0, 0), Catch::Contains("world size"));

@@ -205,7 +205,8 @@ public:
         }
         const std::uint64_t size = catalog_.size_of(id);
         if (nvme_ && nvme_->contains(id)) {
-            if (read_nvme(id, thread_buffer(size)).hit) return Prefetched::fetched;
+            if (NvmeHit got = read_nvme(id, thread_buffer(size)); got.hit)
+                return got.promoted ? Prefetched::fetched : Prefetched::rejected;  // on nvme, no room above
         }
         Fetch fetch = begin_fetch(id);
         switch (fetch.kind) {
@@ -336,9 +337,15 @@ private:
 
     // Like promote(), for a sample no reader of ours pins: it leaves tier k first, so that the
     // victim a faster tier demotes can take its room instead of pushing out another sample.
+    // Only when a faster tier's policy would take it; otherwise it stays where it is.
     void move_up(SampleId id, std::size_t k) {
         std::lock_guard lock(placement_mutex_);
         if (fetching_[id].load() != 0 || !memory_[k]->resident(id)) return;
+        const std::uint64_t size = catalog_.size_of(id);
+        bool wanted_above = false;
+        for (std::size_t j = 0; j < k && !wanted_above; ++j)
+            wanted_above = size <= memory_[j]->capacity() && memory_[j]->policy().admit(id, size, memory_[j]->free_bytes());
+        if (!wanted_above) return;
         const std::uint64_t checksum = *memory_[k]->checksum(id);
         std::span<std::byte> copy = thread_buffer(catalog_.size_of(id));
         {
@@ -397,9 +404,16 @@ private:
     // Stores a copy on nvme (if not there already), evicting its oldest slab when full and
     // the policy evicts. Thread-safe: the nvme tier locks itself.
     bool put_nvme(SampleId id, std::span<const std::byte> bytes, std::uint64_t checksum) {
-        if (nvme_->put(id, bytes, checksum)) return true;
-        const bool evicts = memory_.back()->policy().evicts();  // one policy for every tier
-        return evicts && nvme_->admitting() && nvme_->evict_oldest_slab() && nvme_->put(id, bytes, checksum);
+        // A copy that cannot be written is only a copy lost: the read, and the single-flight
+        // state of the miss around it, must go on (an exception here would leave them stuck).
+        try {
+            if (nvme_->put(id, bytes, checksum)) return true;
+            const bool evicts = memory_.back()->policy().evicts();  // one policy for every tier
+            return evicts && nvme_->admitting() && nvme_->evict_oldest_slab() && nvme_->put(id, bytes, checksum);
+        } catch (const std::exception& e) {
+            log(LogLevel::warn, "nvme: could not store '", catalog_.path(id), "': ", e.what());
+            return false;
+        }
     }
 
     // ---- nvme -----------------------------------------------------------------------------

@@ -101,15 +101,12 @@ private:
         if (shard.drop_last && all.size() < shard.world)
             throw std::invalid_argument("plan: " + std::to_string(all.size()) + " samples cannot be split over " +
                                         std::to_string(shard.world) + " ranks with drop_last");
-        const std::size_t total = per_rank(all.size(), shard.world, shard.drop_last) * shard.world;
+        const std::size_t per_rank = EpochPlan::per_rank(all.size(), shard.world, shard.drop_last);
         if (all.empty()) return all;
-        if (total > all.size()) {  // pad by repeating from the start, as many times as needed
-            const std::size_t n = all.size();
-            for (std::size_t i = 0; all.size() < total; ++i) all.push_back(all[i % n]);
-        }
-        std::vector<SampleId> mine;
-        mine.reserve(total / shard.world);
-        for (std::size_t p = shard.rank; p < total; p += shard.world) mine.push_back(all[p]);
+        // Position p of the padded list is all[p % n] (padding repeats the start), so the
+        // rank's share is read off directly: no padded copy, whatever the world size.
+        std::vector<SampleId> mine(per_rank);
+        for (std::size_t i = 0; i < per_rank; ++i) mine[i] = all[(shard.rank + i * std::size_t{shard.world}) % all.size()];
         return mine;
     }
 

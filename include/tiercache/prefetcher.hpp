@@ -95,26 +95,21 @@ public:
     void advance_to(std::size_t position) {
         {
             std::lock_guard lock(mutex_);
-            if (position <= cursor_) return;
-            position = std::min(position, order_.size());
-            for (std::size_t p = cursor_; p < std::min(position, next_); ++p) ahead_bytes_ -= size_at(p);
-            cursor_ = position;
-            next_ = std::max(next_, cursor_);  // the reader overtook us: skip what it has read
+            if (!advance_locked(position)) return;
         }
         work_.notify_all();
     }
 
     // A reader read `id`: the window moves past its position in the order. Readers may
-    // arrive out of order (several workers); the furthest one leads.
+    // arrive out of order (several workers); the furthest one leads. Looked up and moved
+    // under one lock, so a new order (start) cannot take a position of the old one.
     void consumed(SampleId id) {
-        std::size_t position;
         {
             std::lock_guard lock(mutex_);
             if (id >= position_of_.size() || position_of_[id] == kAbsent) return;
-            position = position_of_[id] + 1;
-            if (position <= cursor_) return;
+            if (!advance_locked(std::size_t{position_of_[id]} + 1)) return;
         }
-        advance_to(position);
+        work_.notify_all();
     }
 
     // The reader's position in the order.
@@ -129,6 +124,15 @@ private:
     static constexpr std::uint32_t kAbsent = 0xFFFF'FFFF;
 
     std::uint64_t size_at(std::size_t p) const { return cache_.catalog().size_of(order_[p]); }  // mutex_ held
+
+    bool advance_locked(std::size_t position) {  // mutex_ held; whether the window moved
+        position = std::min(position, order_.size());
+        if (position <= cursor_) return false;
+        for (std::size_t p = cursor_; p < std::min(position, next_); ++p) ahead_bytes_ -= size_at(p);
+        cursor_ = position;
+        next_ = std::max(next_, cursor_);  // the reader overtook us: skip what it has read
+        return true;
+    }
 
     // The next position to fetch, if the window has room for it.
     bool window_open() const {  // mutex_ held
