@@ -374,7 +374,7 @@ private:
         if (size == 0 || size > tier.capacity() || !tier.policy().admit(id, size, tier.free_bytes())) return nullptr;
         if (std::byte* bytes = tier.reserve(id)) return bytes;
         while (tier.policy().evicts()) {
-            const auto victim = tier.policy().victim();
+            const auto victim = tier.policy().victim_for(id);
             if (!victim) break;
             demote(k, *victim);
             if (std::byte* bytes = tier.reserve(id)) return bytes;

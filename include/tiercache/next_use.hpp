@@ -108,6 +108,14 @@ public:
         if (!active() || t.by_next_use.empty()) return std::nullopt;
         return t.by_next_use.rbegin()->second;
     }
+    // The resident sample needed last, if it is needed after `incoming`: making room for a
+    // sample never evicts one needed sooner than it.
+    std::optional<SampleId> furthest_after(std::size_t tier, SampleId incoming) {
+        std::lock_guard lock(mutex_);
+        const Tier& t = *tiers_[tier];
+        if (!active() || t.by_next_use.empty() || t.by_next_use.rbegin()->first <= keys_[incoming]) return std::nullopt;
+        return t.by_next_use.rbegin()->second;
+    }
     // Whether `id` is needed before the tier's furthest resident sample (MIN's admission).
     bool sooner_than_furthest(std::size_t tier, SampleId id) {
         std::lock_guard lock(mutex_);

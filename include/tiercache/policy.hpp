@@ -39,6 +39,8 @@ public:
     virtual bool admit(SampleId id, std::uint64_t bytes, std::uint64_t free_bytes) = 0;
     // The resident sample to evict next to make room, or none: then the sample stays out.
     virtual std::optional<SampleId> victim() = 0;
+    // The same, to make room for `incoming` in particular.
+    virtual std::optional<SampleId> victim_for(SampleId /*incoming*/) { return victim(); }
     virtual void on_insert(SampleId id) = 0;
     virtual void on_evict(SampleId id) = 0;
 };
@@ -119,6 +121,7 @@ public:
         return bytes <= free_bytes || next_use_.sooner_than_furthest(tier_, id);
     }
     std::optional<SampleId> victim() override { return next_use_.furthest(tier_); }
+    std::optional<SampleId> victim_for(SampleId incoming) override { return next_use_.furthest_after(tier_, incoming); }
     void on_insert(SampleId id) override { next_use_.inserted(tier_, id); }
     void on_evict(SampleId id) override { next_use_.evicted(tier_, id); }
 
