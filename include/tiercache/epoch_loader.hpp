@@ -264,7 +264,8 @@ public:
                 prefetcher_ = std::make_unique<Prefetcher>(
                     cache, PrefetchOptions{}.threads(threads).window_samples(options_.prefetch_window));
                 prefetcher_->start(r.ids);
-                prefetcher_->advance_to(0);
+                // The ring's threads read the first depth batches themselves: start beyond them.
+                prefetcher_->advance_to(std::min(positions, depth * options_.batch));
             }
             const std::size_t threads = std::min(options_.threads, std::max<std::size_t>(positions, 1));
             for (std::size_t t = 0; t < threads && positions > 0; ++t) threads_.emplace_back([this] { fill(); });
