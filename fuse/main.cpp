@@ -35,6 +35,7 @@ struct Options {
     std::string log_file;
     std::string config_file;
     unsigned threads = 4;
+    bool allow_other = false;
     unsigned prefetch_threads = 4;
     std::size_t prefetch_window = 1024;
     std::string prefetch_bytes;  // empty: a quarter of the dram tier, at most 1 GiB
@@ -94,6 +95,9 @@ int main(int argc, char** argv) {
         ->check(CLI::IsMember({"on", "off"}))
         ->capture_default_str();
     app.add_option("--threads", opt.threads, "FUSE worker threads at most")->check(CLI::Range(1u, 256u))->capture_default_str();
+    app.add_flag("--allow-other", opt.allow_other,
+                 "let users other than the one mounting enter the mount (FUSE allow_other; a non-root mounter needs "
+                 "user_allow_other in /etc/fuse.conf); file modes are still checked");
     app.add_option("--segment-dir", opt.segment_dir, "where the cache's memory segment lives (a tmpfs)")->capture_default_str();
     app.add_option("--log", opt.log_file, "append log lines to this file (default: stderr, lost once daemonized)");
     app.add_option("--prefetch-threads", opt.prefetch_threads,
@@ -115,11 +119,12 @@ int main(int argc, char** argv) {
             const auto file = tiercache::ConfigFile::load(opt.config_file);
             config = file.apply(config);
             if (const toml::table* mount = file.section("mount", {"mountpoint", "foreground", "kernel_cache", "threads", "log",
-                                                                  "prefetch_threads", "prefetch_window", "prefetch_bytes"})) {
+                                                                  "allow_other", "prefetch_threads", "prefetch_window", "prefetch_bytes"})) {
                 if (auto v = file.string_at(*mount, "mountpoint"); v && !given("MOUNTPOINT")) opt.mountpoint = *v;
                 if (auto v = file.bool_at(*mount, "foreground"); v && !given("--foreground")) opt.foreground = *v;
                 if (auto v = file.bool_at(*mount, "kernel_cache"); v && !given("--kernel-cache")) opt.kernel_cache = *v ? "on" : "off";
                 if (auto v = file.string_at(*mount, "log"); v && !given("--log")) opt.log_file = *v;
+                if (auto v = file.bool_at(*mount, "allow_other"); v && !given("--allow-other")) opt.allow_other = *v;
                 if (auto v = file.integer_at(*mount, "threads"); v && !given("--threads")) {
                     if (*v < 1 || *v > 256) file.fail(*mount->get("threads"), "threads must be 1 to 256");
                     opt.threads = static_cast<unsigned>(*v);
@@ -202,7 +207,10 @@ int main(int argc, char** argv) {
 
     // Not "ro" at the VFS: the plan file takes writes. The filesystem refuses every other
     // change itself (EROFS), and the kernel checks permissions (default_permissions).
+    // Only the mounting user may enter the mount unless --allow-other says otherwise (then
+    // every user, each checked against the modes shown, by default_permissions).
     std::vector<std::string> fuse_argv = {"tiercache-fuse", "-o", "default_permissions,fsname=tiercache,subtype=tiercache"};
+    if (opt.allow_other) fuse_argv.back() += ",allow_other";
     if (opt.debug) fuse_argv.push_back("-d");
     std::vector<char*> fuse_argp;
     for (auto& a : fuse_argv) fuse_argp.push_back(a.data());

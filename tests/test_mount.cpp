@@ -476,3 +476,30 @@ TEST_CASE("tiercache tiers shows the host and checks a config; stats and warm ta
     CHECK(bad.status == 1);
     CHECK_THAT(bad.output, Catch::Contains("bad.toml:3") && Catch::Contains("'12XB'"));
 }
+
+TEST_CASE("other users enter the mount only with --allow-other, and then read the origin's bytes", "[mount][permissions]") {
+    test::TempDir dir;
+    const auto origin = dir.path() / "origin";
+    test::write_file(origin / "c" / "a.bin", test::make_bytes(3, 5000));
+    // Let the other user reach the mountpoint and the origin (mkdtemp makes the dir 0700).
+    test::fs::permissions(dir.path(), test::fs::perms::others_exec | test::fs::perms::group_exec, test::fs::perm_options::add);
+    const std::vector<std::string> nobody = {"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "cat"};
+    {
+        test::Mount mnt(origin, dir.path() / "mnt", {"--dram", "16MiB"});
+        auto argv = nobody;
+        argv.push_back((mnt / "c" / "a.bin").string());
+        const auto refused = test::run(argv);
+        CHECK(refused.status != 0);
+        CHECK_THAT(refused.output, Catch::Contains("Permission denied"));
+        CHECK(mnt.stop() == 0);
+    }
+    {
+        test::Mount mnt(origin, dir.path() / "mnt", {"--dram", "16MiB", "--allow-other"});
+        auto argv = nobody;
+        argv.push_back((mnt / "c" / "a.bin").string());
+        const auto allowed = test::run(argv);
+        CHECK(allowed.status == 0);
+        CHECK(allowed.output == std::string(reinterpret_cast<const char*>(test::make_bytes(3, 5000).data()), 5000));
+        CHECK(mnt.stop() == 0);
+    }
+}
