@@ -314,3 +314,42 @@ TEST_CASE("a reader does not wait behind the prefetch of other samples", "[plan]
         origin.open_gate();
     }  // the prefetcher joins its threads
 }
+
+TEST_CASE("new plans arriving while readers and a prefetcher work keep bytes and bounds right", "[plan][policy]") {
+    constexpr int kSamples = 300;
+    constexpr std::size_t kSize = 4096;
+    test::TempDir dir;
+    make_uniform_dataset(dir.path(), kSamples, kSize);
+    auto cache = Cache::open(Config{}.origin(dir.path()).dram(std::to_string(kSamples * kSize / 3)));
+    Prefetcher prefetcher(cache, PrefetchOptions{}.threads(2).window_samples(32));
+    std::atomic<bool> done{false};
+    std::atomic<std::size_t> mismatches{0};
+    std::vector<std::thread> readers;
+    for (int t = 0; t < 3; ++t)
+        readers.emplace_back([&, t] {
+            test::Bytes buf(kSize);
+            for (int round = 0; round < 4; ++round) {
+                const EpochPlan plan(kSamples, 50 + t, round);
+                for (SampleId id : plan.order()) {
+                    cache.read(id, 0, buf);
+                    if (buf != test::slurp(dir.path() / std::string(cache.catalog().path(id)))) ++mismatches;
+                    prefetcher.consumed(id);
+                }
+            }
+        });
+    std::thread planner([&] {
+        for (int epoch = 0; !done; ++epoch) {
+            const EpochPlan plan(kSamples, 9, epoch);
+            cache.set_plan(plan);
+            prefetcher.start({plan.order().begin(), plan.order().end()});
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        }
+    });
+    for (auto& r : readers) r.join();
+    done = true;
+    planner.join();
+    CHECK(mismatches == 0);
+    const Stats s = cache.stats();
+    CHECK(s.tiers[0].used_bytes <= s.tiers[0].capacity_bytes);
+    CHECK(s.tiers[0].evictions > 0);
+}
