@@ -16,33 +16,18 @@
 #include <cuda_runtime_api.h>
 #include <tiercache/tiercache.hpp>
 
+#include "bench_support.hpp"
+
 namespace {
+
+using tiercache::bench::median;
+using tiercache::bench::TempFolder;
 
 namespace fs = std::filesystem;
 
 void check(cudaError_t err, const char* what) {
     if (err != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(err));
 }
-
-double median(std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
-}
-
-struct TempFolder {
-    fs::path path;
-    TempFolder() {
-        std::string tmpl = (fs::temp_directory_path() / "tiercache-bench-h2d-XXXXXX").string();
-        if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-        path = tmpl;
-    }
-    TempFolder(const TempFolder&) = delete;
-    TempFolder& operator=(const TempFolder&) = delete;
-    ~TempFolder() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-};
 
 // Times `copy(bytes)` on `stream` with events; seconds.
 template <class Copy>
@@ -82,7 +67,7 @@ int main(int argc, char** argv) try {
 
     // A data set of JPEG-like sizes, read once so the epochs measured hit the dram tier.
     const std::uint64_t mean = tiercache::parse_size(sample_size);
-    TempFolder data;
+    TempFolder data("tiercache-bench-h2d");
     std::mt19937_64 rng(1);
     for (std::size_t i = 0; i < samples; ++i) {
         std::vector<char> bytes(static_cast<std::size_t>(mean * 7 / 10 + rng() % (mean * 6 / 10)));

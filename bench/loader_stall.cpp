@@ -20,17 +20,17 @@
 #include <CLI/CLI.hpp>
 #include <tiercache/tiercache.hpp>
 
+#include "bench_support.hpp"
+
 namespace {
+
+using tiercache::bench::median;
+using tiercache::bench::TempFolder;
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
-
-double median(std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
-}
 
 // An origin that sleeps `delay` before every read: a remote store's latency, without its CPU.
 class SlowOrigin : public tiercache::Origin {
@@ -45,22 +45,6 @@ protected:
 
 private:
     std::chrono::microseconds delay_;
-};
-
-// A folder removed at the end.
-struct TempFolder {
-    fs::path path;
-    TempFolder() {
-        std::string tmpl = (fs::temp_directory_path() / "tiercache-bench-stall-XXXXXX").string();
-        if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-        path = tmpl;
-    }
-    TempFolder(const TempFolder&) = delete;
-    TempFolder& operator=(const TempFolder&) = delete;
-    ~TempFolder() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
 };
 
 struct Result {
@@ -93,7 +77,7 @@ int main(int argc, char** argv) try {
     CLI11_PARSE(app, argc, argv);
 
     const auto size = tiercache::parse_size(sample_size);
-    TempFolder data;
+    TempFolder data("tiercache-bench-stall");
     std::mt19937_64 rng(1);
     std::vector<char> bytes(static_cast<std::size_t>(size));
     for (std::size_t i = 0; i < samples; ++i) {

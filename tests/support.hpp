@@ -6,6 +6,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
@@ -25,6 +26,7 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+#include <tiercache/log.hpp>
 
 namespace test {
 
@@ -289,5 +291,32 @@ inline std::vector<std::string> make_tricky_tree(const fs::path& root, std::uint
     std::sort(names.begin(), names.end());
     return names;
 }
+
+// Every log line written while it lives goes to a temporary file the test can read.
+class LogCapture {
+public:
+    LogCapture() : file_(std::tmpfile()) {
+        if (file_ == nullptr) throw std::runtime_error("tmpfile failed");
+        tiercache::set_log_file(file_);
+    }
+    LogCapture(const LogCapture&) = delete;
+    LogCapture& operator=(const LogCapture&) = delete;
+    ~LogCapture() {
+        tiercache::set_log_file(stderr);
+        std::fclose(file_);
+    }
+    std::string text() const {
+        std::fflush(file_);
+        std::rewind(file_);
+        std::string out;
+        char buf[4096];
+        std::size_t n;
+        while ((n = std::fread(buf, 1, sizeof buf, file_)) > 0) out.append(buf, n);
+        return out;
+    }
+
+private:
+    std::FILE* file_;
+};
 
 }  // namespace test

@@ -107,30 +107,6 @@ std::size_t check_epoch(Cache& cache, const test::fs::path& root, const EpochPla
     return batches;
 }
 
-// Captures log lines for the life of the object.
-class LogCapture {
-public:
-    LogCapture() : file_(std::tmpfile()) { set_log_file(file_); }
-    LogCapture(const LogCapture&) = delete;
-    LogCapture& operator=(const LogCapture&) = delete;
-    ~LogCapture() {
-        set_log_file(stderr);
-        std::fclose(file_);
-    }
-    std::string text() const {
-        std::fflush(file_);
-        std::rewind(file_);
-        std::string out;
-        char buf[4096];
-        std::size_t n;
-        while ((n = std::fread(buf, 1, sizeof buf, file_)) > 0) out.append(buf, n);
-        return out;
-    }
-
-private:
-    std::FILE* file_;
-};
-
 // ASan and TSan intercept mlock and ignore it (return 0, lock nothing), so what mlock really
 // does can only be seen without them.
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
@@ -418,7 +394,7 @@ TEST_CASE("pinned buffers: page-locked host memory without a GPU, and the loader
     const EpochPlan plan(cache.catalog().size(), 1, 0);
     std::string logged;
     {
-        LogCapture capture;
+        test::LogCapture capture;
         EpochLoader loader(cache, plan, {.batch = 4, .depth = 2, .threads = 2});
         logged = capture.text();
         CHECK(loader.memory_kind() == moved.kind());

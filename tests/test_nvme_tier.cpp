@@ -54,29 +54,6 @@ std::vector<std::size_t> varied_sizes(std::size_t n, std::uint64_t seed = 7) {
     return sizes;
 }
 
-// Everything the tier logs while it lives goes to a file the test can read.
-class LogCapture {
-public:
-    explicit LogCapture(fs::path path) : path_(std::move(path)), file_(std::fopen(path_.c_str(), "w")) {
-        if (file_ == nullptr) throw std::runtime_error("cannot open " + path_.string());
-        set_log_file(file_);
-    }
-    LogCapture(const LogCapture&) = delete;
-    LogCapture& operator=(const LogCapture&) = delete;
-    ~LogCapture() {
-        set_log_file(stderr);
-        std::fclose(file_);
-    }
-    std::string text() const {
-        std::ifstream in(path_);
-        return {std::istreambuf_iterator<char>(in), {}};
-    }
-
-private:
-    fs::path path_;
-    std::FILE* file_;
-};
-
 // A small tmpfs, unmounted on every way out of the test (lazily as a last resort).
 class TmpfsMount {
 public:
@@ -401,7 +378,7 @@ TEST_CASE("nvme: a restarted tier on the same directory starts warm", "[nvme]") 
 
 TEST_CASE("nvme: an older index naming a slab reused since (a crash before the next save) drops that slab only", "[nvme]") {
     Dataset ds(std::vector<std::size_t>(10, 100 * KiB));  // 2 per 256 KiB slab
-    test::TempDir dir, logs;
+    test::TempDir dir;
     const NvmeOptions options{.slab_bytes = 256 * KiB};
     const fs::path index = dir / "index.tci";
     test::Bytes old_index;
@@ -417,7 +394,7 @@ TEST_CASE("nvme: an older index naming a slab reused since (a crash before the n
     }
     write_all(index, old_index);  // as if the process died before saving again
 
-    LogCapture log(logs / "log");
+    test::LogCapture log;
     NvmeTier tier(ds.catalog, dir.path(), 1 * MiB, options);
     CHECK(tier.warm_samples() == 6);
     CHECK_THAT(log.text(), Catch::Contains("slab-00000.tcs was reused"));
@@ -440,8 +417,8 @@ TEST_CASE("nvme: flipped bits in a slab are caught on read, counted, dropped, an
     const bool restart = GENERATE(false, true);
     INFO("direct_io " << direct << ", across a restart " << restart);
     Dataset ds({110 * KiB, 50 * KiB, 3000});
-    test::TempDir dir, logs;
-    LogCapture log(logs / "log");
+    test::TempDir dir;
+    test::LogCapture log;
     const NvmeOptions options{.slab_bytes = 1 * MiB, .direct_io = direct};
     auto tier = std::make_unique<NvmeTier>(ds.catalog, dir.path(), 8 * MiB, options);
     for (SampleId id = 0; id < ds.size(); ++id) REQUIRE(ds.put(*tier, id));
@@ -479,7 +456,7 @@ TEST_CASE("nvme: an index that does not verify is discarded whole; nothing wrong
                                         "short slab file", "other slab size");
     INFO("damage: " << damage);
     Dataset ds(varied_sizes(30, 5));
-    test::TempDir dir, logs;
+    test::TempDir dir;
     const NvmeOptions options{.slab_bytes = 4 * MiB};  // the largest sample is 3 MiB
     {
         NvmeTier tier(ds.catalog, dir.path(), 32 * MiB, options);
@@ -547,7 +524,7 @@ TEST_CASE("nvme: an index that does not verify is discarded whole; nothing wrong
     }
     write_all(index, file);
 
-    LogCapture log(logs / "log");
+    test::LogCapture log;
     NvmeTier tier(ds.catalog, dir.path(), 32 * MiB, options);
     CHECK(tier.warm_samples() == 0);
     CHECK(tier.counters().resident_samples == 0);
@@ -614,9 +591,9 @@ TEST_CASE("nvme: a full disk stops admission with one clear log line; reads keep
         return;
     }
     Dataset ds(std::vector<std::size_t>(40, 100 * KiB));
-    test::TempDir root, logs;
+    test::TempDir root;
     TmpfsMount mount(root / "small", "1m");
-    LogCapture log(logs / "log");
+    test::LogCapture log;
     {
         NvmeTier tier(ds.catalog, mount.path() / "tier", 4 * MiB, {.slab_bytes = 256 * KiB});
         SampleId next = 0;
