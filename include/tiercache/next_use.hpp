@@ -3,15 +3,34 @@
 // resident sample needed furthest in the future goes first (down a tier, not away), and a
 // sample needed later than everything resident is not let in at all.
 //
-// A sample's next use ("key"; smaller is sooner):
-//   not yet read this epoch and in its order  -> its position in this epoch
-//   read already, and in the next epoch's      -> epoch length + its position there
-//   read already, next epoch unknown           -> far + when it was read: the most recently
+// Several jobs (training runs) may share one cache, each with its own plan. The policy serves
+// their union: a sample's next use ("key"; smaller is sooner) is its soonest use by any job,
+// since a sample one job needs soon is worth keeping however late the others want it. A
+// job's key for a sample:
+//   not yet read in its current epoch's order  -> offset + its position there
+//   in its next epoch's order                  -> offset + current epoch length + position there
+//   read already, not in the next order        -> far + when it was read: the most recently
 //                                                 read goes first, so what stays is a stable
 //                                                 set, as no-evict keeps (scan resistance)
-//   in neither order (another rank's shard)    -> furthest of all
-// Reads mark samples read (consume); a new plan resets the marks and re-keys everything.
+//   in neither order (another rank's shard)    -> not planned
+// and a sample no job plans is furthest of all. Positions count reads, so the jobs share one
+// timeline: a plan's offset is "now" when it is set, the furthest any job has got
+// (max over jobs of offset + reads), so a job that starts while another is half-way through
+// its epoch ranks its first samples with the other's next ones, not with its past ones. That
+// assumes the jobs read at similar rates; misjudging them only costs hits, never bytes.
+//
+// Reads come unattributed (a FUSE read does not say which job it serves): consume(id) uses
+// up the pending use of `id` with the smallest key, the job most likely to be reading it now.
+// So each call counts as one read: where two jobs both still wait for a sample, a second
+// call for the same read (its next chunk) uses up the other job's use as well.
+// A new plan for a job replaces its old one and its read marks; remove() drops one job's
+// plan, clear() all of them (the policy then falls back to no-evict).
+//
+// Memory: per job 9 bytes per catalog sample (two uint32 positions, a read byte), at most
+// kMaxJobs jobs; shared: 17 bytes per sample (key, read time, pending count), plus each
+// tier's resident byte and ordered-set node per resident sample.
 #pragma once
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -19,6 +38,8 @@
 #include <optional>
 #include <set>
 #include <span>
+#include <stdexcept>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -28,9 +49,22 @@ namespace tiercache {
 
 class NextUse {
 public:
+    using JobId = std::uint64_t;
+    static constexpr JobId kLocalJob = 0;   // the job of the single-plan API (set without a job)
+    static constexpr std::size_t kMaxJobs = 64;
+    static constexpr std::uint64_t kFar = std::uint64_t{1} << 40;         // past any timeline position (2^40 reads)
+    static constexpr std::uint64_t kNotPlanned = std::uint64_t{1} << 62;  // past any read sequence
+
+    struct JobInfo {
+        JobId job;
+        std::uint64_t samples;  // its current epoch's length
+        std::uint64_t read;     // how many of those positions reads have used up
+    };
+
     explicit NextUse(std::size_t samples)
-        : samples_(samples), current_(samples, kAbsent), next_(samples, kAbsent), keys_(samples, kNotPlanned),
-          read_(std::make_unique<std::atomic<std::uint8_t>[]>(samples)) {}
+        : samples_(samples), keys_(unplanned_keys(samples)),
+          pending_(std::make_unique<std::atomic<std::uint8_t>[]>(samples)),
+          read_at_(std::make_unique<std::atomic<std::uint64_t>[]>(samples)) {}
     NextUse(const NextUse&) = delete;
     NextUse& operator=(const NextUse&) = delete;
 
@@ -41,74 +75,104 @@ public:
         return tiers_.size() - 1;
     }
 
-    // Installs this epoch's order and, when known, the next one's; forgets what was read.
-    // Ids outside the catalog are ignored. The keys and the tiers' ordered sets are built
-    // without mutex_ (a quarter of a second at ImageNet scale), from a snapshot of what the
-    // tiers hold, then swapped in and fixed up for what changed meanwhile: misses, which wait
-    // for mutex_ under the placement lock, never wait for the whole rebuild.
-    void set(std::span<const SampleId> current, std::span<const SampleId> next = {}) {
-        std::lock_guard setting(set_mutex_);  // one new plan at a time
-        std::vector<std::uint32_t> current_pos(samples_, kAbsent), next_pos(samples_, kAbsent);
+    // Installs `job`'s order for this epoch and, when known, the next one's, replacing the
+    // job's plan before and its read marks; its timeline starts at "now". Ids outside the
+    // catalog are ignored; where an id repeats, its first position counts. Throws
+    // std::length_error for a new job beyond kMaxJobs.
+    //
+    // The keys and the tiers' ordered sets are rebuilt without mutex_ (a quarter of a second
+    // per job at ImageNet scale), from a snapshot of what the tiers hold, caught up with the
+    // samples read, inserted or evicted meanwhile (dirty_), then swapped in: misses, which
+    // wait for mutex_ under the placement lock, never wait for the whole rebuild, nor for
+    // the catch-up of every read that happened during it.
+    void set(JobId job, std::span<const SampleId> current, std::span<const SampleId> next = {}) {
+        if (current.size() >= kAbsent || next.size() >= kAbsent)
+            throw std::length_error("tiercache: an epoch plan holds at most " + std::to_string(kAbsent - 1) + " positions");
+        auto plan = std::make_unique<Job>(job, samples_, current.size());
         for (std::size_t p = current.size(); p-- > 0;)  // the first occurrence wins
-            if (current[p] < samples_) current_pos[current[p]] = static_cast<std::uint32_t>(p);
+            if (current[p] < samples_) plan->current[current[p]] = static_cast<std::uint32_t>(p);
         for (std::size_t p = next.size(); p-- > 0;)
-            if (next[p] < samples_) next_pos[next[p]] = static_cast<std::uint32_t>(p);
-        std::vector<std::uint64_t> keys(samples_);
-        for (SampleId id = 0; id < samples_; ++id)  // nothing is read yet in the new epoch
-            keys[id] = current_pos[id] != kAbsent ? current_pos[id]
-                       : next_pos[id] != kAbsent  ? current.size() + next_pos[id]
-                                                  : kNotPlanned + id;
-        std::vector<std::vector<std::uint8_t>> held;
-        {
-            std::lock_guard lock(mutex_);
-            for (const auto& tier : tiers_) held.push_back(tier->resident);
-        }
-        std::vector<std::set<std::pair<std::uint64_t, SampleId>>> sets(held.size());  // the old ones die here, unlocked
-        for (std::size_t t = 0; t < held.size(); ++t)
-            for (SampleId id = 0; id < samples_; ++id)
-                if (held[t][id]) sets[t].emplace(keys[id], id);
-
-        std::lock_guard lock(mutex_);
-        current_.swap(current_pos);
-        next_.swap(next_pos);
-        keys_.swap(keys);
-        epoch_length_ = current.size();
-        for (std::size_t i = 0; i < samples_; ++i) read_[i].store(0, std::memory_order_relaxed);
-        read_count_ = 0;
-        for (std::size_t t = 0; t < tiers_.size(); ++t) {
-            Tier& tier = *tiers_[t];
-            if (t >= sets.size()) sets.emplace_back();  // a tier added meanwhile: none held
-            for (SampleId id = 0; id < samples_; ++id) {  // what came or went since the snapshot
-                const std::uint8_t was = t < held.size() ? held[t][id] : 0;
-                if (tier.resident[id] == was) continue;
-                if (tier.resident[id]) sets[t].emplace(keys_[id], id);
-                else sets[t].erase({keys_[id], id});
-            }
-            tier.by_next_use.swap(sets[t]);
-        }
-        planned_samples_.store(current.size(), std::memory_order_release);
-        active_.store(true, std::memory_order_release);
+            if (next[p] < samples_) plan->next[next[p]] = static_cast<std::uint32_t>(p);
+        rebuild(job, std::move(plan));
     }
+    void set(std::span<const SampleId> current, std::span<const SampleId> next = {}) { set(kLocalJob, current, next); }
 
-    // Back to no plan: the policy falls back to no-evict.
+    // `job`'s plan goes (it ended, or died); the other jobs' plans stay. Unknown jobs: nothing.
+    void remove(JobId job) { rebuild(job, nullptr); }
+
+    // Every plan goes: the policy falls back to no-evict.
     void clear() {
+        std::lock_guard setting(set_mutex_);
+        std::vector<std::uint64_t> keys = unplanned_keys(samples_);
+        std::vector<std::unique_ptr<Job>> gone;
+        std::vector<OrderedSet> sets;  // the old ones: they die here, unlocked
         std::lock_guard lock(mutex_);
         active_.store(false, std::memory_order_release);
         planned_samples_.store(0, std::memory_order_release);
-        for (auto& tier : tiers_) tier->by_next_use.clear();
+        gone.swap(jobs_);
+        keys_.swap(keys);
+        for (std::size_t id = 0; id < samples_; ++id) pending_[id].store(0, std::memory_order_relaxed);
+        sets.resize(tiers_.size());
+        for (std::size_t t = 0; t < tiers_.size(); ++t) sets[t].swap(tiers_[t]->by_next_use);
     }
 
     bool active() const noexcept { return active_.load(std::memory_order_acquire); }
+    // The jobs' current epoch lengths, summed.
     std::size_t planned_samples() const noexcept { return planned_samples_.load(std::memory_order_acquire); }
 
-    // A reader used `id` now: its next use moves to the next epoch. Cheap when repeated
-    // (a file read in several chunks) or when no plan is set.
-    void consume(SampleId id) {
-        if (!active() || id >= samples_ || read_[id].load(std::memory_order_relaxed) != 0) return;
+    std::vector<JobInfo> jobs() const {
         std::lock_guard lock(mutex_);
-        if (read_[id].exchange(1, std::memory_order_relaxed) != 0) return;
-        ++read_count_;
+        std::vector<JobInfo> out;
+        for (const auto& j : jobs_) out.push_back({j->id, j->length, j->reads});
+        return out;
+    }
+
+    // When `id` is needed next, as the policy sees it (see the top of the file).
+    std::uint64_t key(SampleId id) const {
+        std::lock_guard lock(mutex_);
+        return id < samples_ ? keys_[id] : kNotPlanned + id;
+    }
+
+    // A reader used `id` now: the soonest pending use of it is used up. O(jobs) under mutex_;
+    // free without the lock when no job still waits for `id` (a file read in several chunks,
+    // a sample outside every plan, no plan at all).
+    void consume(SampleId id) {
+        if (id >= samples_ || pending_[id].load(std::memory_order_relaxed) == 0) return;
+        std::lock_guard lock(mutex_);
+        Job* soonest = nullptr;  // ties go to the job registered first
+        for (const auto& j : jobs_)
+            if (j->pending(id) && (!soonest || j->current[id] + j->offset < soonest->current[id] + soonest->offset))
+                soonest = j.get();
+        if (!soonest) return;  // used up meanwhile
+        soonest->consumed[id].store(1, std::memory_order_relaxed);
+        ++soonest->reads;
+        pending_[id].store(static_cast<std::uint8_t>(pending_[id].load(std::memory_order_relaxed) - 1), std::memory_order_relaxed);
+        read_at_[id].store(++read_sequence_, std::memory_order_relaxed);
         rekey(id);
+        if (rebuilding_) dirty_.push_back(id);
+    }
+
+    // For tests: whether what is derived (keys, pending counts, the tiers' ordered sets)
+    // matches the plans and the read marks. O(samples × jobs) under both locks.
+    bool consistent() const {
+        std::lock_guard setting(set_mutex_);
+        std::lock_guard lock(mutex_);
+        if (active() != !jobs_.empty()) return false;
+        for (SampleId id = 0; id < samples_; ++id) {
+            std::size_t pending = 0;
+            for (const auto& j : jobs_) pending += j->pending(id);
+            if (pending != pending_[id].load(std::memory_order_relaxed) || keys_[id] != key_of(id)) return false;
+        }
+        for (const auto& tier : tiers_) {
+            std::size_t resident = 0;
+            for (SampleId id = 0; id < samples_; ++id)
+                if (tier->resident[id]) {
+                    ++resident;
+                    if (active() && !tier->by_next_use.contains({keys_[id], id})) return false;
+                }
+            if (tier->by_next_use.size() != (active() ? resident : 0)) return false;
+        }
+        return true;
     }
 
     // ---- for PlanPolicy, with its tier's placement lock held ----------------------------
@@ -119,6 +183,7 @@ public:
         if (t.resident[id]) return;
         t.resident[id] = 1;
         if (active()) t.by_next_use.emplace(keys_[id], id);
+        if (rebuilding_) dirty_.push_back(id);
     }
     void evicted(std::size_t tier, SampleId id) {
         std::lock_guard lock(mutex_);
@@ -126,6 +191,7 @@ public:
         if (!t.resident[id]) return;
         t.resident[id] = 0;
         t.by_next_use.erase({keys_[id], id});
+        if (rebuilding_) dirty_.push_back(id);
     }
     // The resident sample needed last, if a plan is set and the tier holds any.
     std::optional<SampleId> furthest(std::size_t tier) {
@@ -151,25 +217,60 @@ public:
 
 private:
     static constexpr std::uint32_t kAbsent = 0xFFFF'FFFF;
-    static constexpr std::uint64_t kFar = std::uint64_t{1} << 40;          // past any two epochs' positions
-    static constexpr std::uint64_t kNotPlanned = std::uint64_t{1} << 62;   // past any read sequence
+    static constexpr int kCatchUpRounds = 8;            // a rebuild's catch-ups before its swap
+    static constexpr std::size_t kFewChanges = 256;     // left for the swap under mutex_
+    using OrderedSet = std::set<std::pair<std::uint64_t, SampleId>>;
+
+    // One job's plan. The positions and the offset are fixed before the plan is shared, so
+    // set()'s rebuild reads them without mutex_; the read marks are atomics for the same
+    // reason (a rebuild fixes what changed under it from dirty_).
+    struct Job {
+        Job(JobId job, std::size_t samples, std::uint64_t epoch_length)
+            : id(job), length(epoch_length), current(samples, kAbsent), next(samples, kAbsent),
+              consumed(std::make_unique<std::atomic<std::uint8_t>[]>(samples)) {}
+        bool pending(SampleId s) const { return current[s] != kAbsent && !consumed[s].load(std::memory_order_relaxed); }
+        std::uint64_t key(SampleId s, const std::atomic<std::uint64_t>* read_at) const {
+            const bool in_current = current[s] != kAbsent;
+            const bool read = in_current && consumed[s].load(std::memory_order_relaxed);
+            if (in_current && !read) return offset + current[s];
+            if (next[s] != kAbsent) return offset + length + next[s];
+            if (read) return kFar + read_at[s].load(std::memory_order_relaxed);
+            return kNotPlanned + s;
+        }
+
+        const JobId id;
+        const std::uint64_t length;                                 // its current epoch's positions
+        std::uint64_t offset = 0;                                   // where its timeline starts
+        std::vector<std::uint32_t> current, next;                   // first position per sample, or kAbsent
+        std::unique_ptr<std::atomic<std::uint8_t>[]> consumed;      // written under mutex_, read without it
+        std::uint64_t reads = 0;                                    // protected by mutex_: marks set
+    };
 
     struct Tier {
         explicit Tier(std::size_t samples) : resident(samples, 0) {}
         std::vector<std::uint8_t> resident;
-        std::set<std::pair<std::uint64_t, SampleId>> by_next_use;  // residents, soonest first
+        OrderedSet by_next_use;  // residents, soonest first; empty while no plan is set
     };
 
-    std::uint64_t key_of(SampleId id) const {  // mutex_ held
-        if (!read_[id].load(std::memory_order_relaxed) && current_[id] != kAbsent) return current_[id];
-        if (next_[id] != kAbsent) return epoch_length_ + next_[id];
-        if (read_[id].load(std::memory_order_relaxed)) return kFar + read_count_;
-        return kNotPlanned + id;
+    static std::vector<std::uint64_t> unplanned_keys(std::size_t samples) {
+        std::vector<std::uint64_t> keys(samples);
+        for (std::size_t id = 0; id < samples; ++id) keys[id] = kNotPlanned + id;
+        return keys;
     }
+
+    // The soonest of the jobs' keys for `id`.
+    template <class Jobs>
+    std::uint64_t soonest(const Jobs& jobs, SampleId id) const {
+        std::uint64_t key = kNotPlanned + id;
+        for (const auto& j : jobs) key = std::min(key, j->key(id, read_at_.get()));
+        return key;
+    }
+    std::uint64_t key_of(SampleId id) const { return soonest(jobs_, id); }  // mutex_ held
 
     void rekey(SampleId id) {  // mutex_ held
         const std::uint64_t old_key = keys_[id];
         keys_[id] = key_of(id);
+        if (keys_[id] == old_key || !active()) return;
         for (auto& tier : tiers_) {
             if (!tier->resident[id]) continue;
             tier->by_next_use.erase({old_key, id});
@@ -177,19 +278,139 @@ private:
         }
     }
 
+    // Puts `plan` in `job`'s place (none: the job goes). See set(). Under mutex_ it only
+    // snapshots, then swaps and fixes up what changed since its last catch-up (a few
+    // samples); its O(samples) work there is a copy of a byte per sample per tier and a pass
+    // over the pending counts, a millisecond or two at ImageNet scale.
+    void rebuild(JobId job, std::unique_ptr<Job> plan) {
+        std::lock_guard setting(set_mutex_);  // one rebuild at a time; jobs_ changes only under it
+        std::size_t slot = 0;
+        while (slot < jobs_.size() && jobs_[slot]->id != job) ++slot;
+        const bool known = slot < jobs_.size();
+        if (!plan && !known) return;
+        if (plan && !known && jobs_.size() >= kMaxJobs)
+            throw std::length_error("tiercache: at most " + std::to_string(kMaxJobs) +
+                                    " jobs can hold plans in one cache; job " + std::to_string(job) +
+                                    " is one more (remove() the plans of jobs that ended)");
+
+        std::vector<std::vector<std::uint8_t>> held;  // per tier: the residents the new sets hold
+        {
+            std::lock_guard lock(mutex_);
+            if (plan)  // now: the furthest any job has got, this job's old plan included
+                for (const auto& j : jobs_) plan->offset = std::max(plan->offset, j->offset + j->reads);
+            for (const auto& tier : tiers_) held.push_back(tier->resident);
+            rebuilding_ = true;  // from here on, what changes goes to dirty_
+        }
+        std::vector<const Job*> after;  // the jobs once this rebuild is in
+        for (const auto& j : jobs_)
+            if (j->id != job) after.push_back(j.get());
+        if (plan) after.push_back(plan.get());
+        const bool active = !after.empty();
+        std::vector<std::uint64_t> keys;
+        std::vector<OrderedSet> sets(held.size());  // the old ones die here, unlocked
+
+        // Ranks `id` anew in the sets being built, by `key` and by what the tiers hold now
+        // (`now`, a byte per tier, with held and sets grown to as many tiers first).
+        auto refresh = [&](SampleId id, std::uint64_t key, const std::uint8_t* now) {
+            const bool moved = key != keys[id];
+            for (std::size_t t = 0; t < held.size(); ++t) {
+                const bool was = active && held[t][id], is = active && now[t];
+                if (was && (!is || moved)) sets[t].erase({keys[id], id});
+                if (is && (!was || moved)) sets[t].emplace(key, id);
+                held[t][id] = now[t];
+            }
+            keys[id] = key;
+        };
+        // Takes dirty_, once per sample, with what the tiers hold of each: mutex_ held.
+        auto take_dirty = [&](std::vector<SampleId>& batch, std::vector<std::uint8_t>& now) {
+            batch.swap(dirty_);
+            std::sort(batch.begin(), batch.end());
+            batch.erase(std::unique(batch.begin(), batch.end()), batch.end());
+            while (held.size() < tiers_.size()) {  // a tier added meanwhile: none held at the snapshot
+                held.emplace_back(samples_, 0);
+                sets.emplace_back();
+            }
+            now.clear();
+            for (SampleId id : batch)
+                for (const auto& tier : tiers_) now.push_back(tier->resident[id]);
+        };
+        std::vector<SampleId> batch;
+        std::vector<std::uint8_t> now;
+        try {
+            keys = unplanned_keys(samples_);
+            for (const Job* j : after)  // job by job: each pass streams its arrays
+                for (SampleId id = 0; id < samples_; ++id) keys[id] = std::min(keys[id], j->key(id, read_at_.get()));
+            if (active)
+                for (std::size_t t = 0; t < held.size(); ++t)
+                    for (SampleId id = 0; id < samples_; ++id)
+                        if (held[t][id]) sets[t].emplace(keys[id], id);
+            // Catch up with what changed meanwhile, a batch at a time without mutex_, until
+            // little is left for the swap (or enough rounds went by: readers outpacing us).
+            for (int round = 0; round < kCatchUpRounds; ++round) {
+                {
+                    std::lock_guard lock(mutex_);
+                    if (dirty_.size() <= kFewChanges) break;
+                    take_dirty(batch, now);
+                }
+                for (std::size_t i = 0; i < batch.size(); ++i)
+                    refresh(batch[i], soonest(after, batch[i]), &now[i * held.size()]);
+                batch.clear();
+            }
+        } catch (...) {
+            std::lock_guard lock(mutex_);
+            rebuilding_ = false;
+            dirty_.clear();
+            throw;
+        }
+
+        std::unique_ptr<Job> gone;  // the replaced plan, freed unlocked
+        std::lock_guard lock(mutex_);
+        if (known) {  // its pending uses go
+            const Job& old = *jobs_[slot];
+            for (SampleId id = 0; id < samples_; ++id)
+                if (old.pending(id))
+                    pending_[id].store(static_cast<std::uint8_t>(pending_[id].load(std::memory_order_relaxed) - 1), std::memory_order_relaxed);
+        }
+        if (plan)  // and the new plan's come
+            for (SampleId id = 0; id < samples_; ++id)
+                if (plan->current[id] != kAbsent)
+                    pending_[id].store(static_cast<std::uint8_t>(pending_[id].load(std::memory_order_relaxed) + 1), std::memory_order_relaxed);
+        std::uint64_t planned = 0;
+        for (const Job* j : after) planned += j->length;
+        if (known) gone = std::move(jobs_[slot]);
+        if (known && plan) jobs_[slot] = std::move(plan);
+        else if (known) jobs_.erase(jobs_.begin() + static_cast<std::ptrdiff_t>(slot));
+        else jobs_.push_back(std::move(plan));
+
+        take_dirty(batch, now);  // the last changes, by the plans now in place
+        for (std::size_t i = 0; i < batch.size(); ++i) refresh(batch[i], key_of(batch[i]), &now[i * held.size()]);
+        keys_.swap(keys);
+        for (std::size_t t = 0; t < tiers_.size(); ++t) tiers_[t]->by_next_use.swap(sets[t]);
+        rebuilding_ = false;
+        planned_samples_.store(planned, std::memory_order_release);
+        active_.store(active, std::memory_order_release);
+    }
+
     const std::size_t samples_;
-    std::atomic<bool> active_{false};
-    std::atomic<std::size_t> planned_samples_{0};
-    // Lock order: a tier's placement lock, then mutex_; set_mutex_ (set() alone: it takes
-    // no placement lock) before mutex_, which set() holds only to snapshot and to swap.
-    std::mutex set_mutex_;
-    std::mutex mutex_;
-    std::vector<std::uint32_t> current_, next_;  // protected by mutex_: first position per sample
-    std::vector<std::uint64_t> keys_;            // protected by mutex_: each sample's next use
-    std::unique_ptr<std::atomic<std::uint8_t>[]> read_;  // written under mutex_, peeked without it
-    std::uint64_t epoch_length_ = 0;             // protected by mutex_
-    std::uint64_t read_count_ = 0;               // protected by mutex_
-    std::vector<std::unique_ptr<Tier>> tiers_;   // protected by mutex_
+    std::atomic<bool> active_{false};               // written under mutex_: any plan set
+    std::atomic<std::size_t> planned_samples_{0};   // written under mutex_
+    // Lock order: a tier's placement lock, then mutex_; set_mutex_ (set(), remove(), clear()
+    // and consistent() alone: they take no placement lock) before mutex_, which a rebuild
+    // holds only to snapshot, to take a catch-up batch, and to swap.
+    mutable std::mutex set_mutex_;
+    mutable std::mutex mutex_;
+    std::vector<std::unique_ptr<Job>> jobs_;        // changed under set_mutex_ and mutex_, read under either
+    std::vector<std::uint64_t> keys_;               // protected by mutex_: each sample's next use
+    // Per sample, how many jobs still wait for it this epoch: written under mutex_, peeked
+    // without it by consume() (0: nothing to do, the common case of a repeated read).
+    std::unique_ptr<std::atomic<std::uint8_t>[]> pending_;
+    // Per sample, read_sequence_ when a read last used it up (the "far" keys): written under
+    // mutex_, read without it by a rebuild.
+    std::unique_ptr<std::atomic<std::uint64_t>[]> read_at_;
+    std::uint64_t read_sequence_ = 0;               // protected by mutex_
+    bool rebuilding_ = false;                       // protected by mutex_: a rebuild is between snapshot and swap
+    std::vector<SampleId> dirty_;                   // protected by mutex_: what changed meanwhile
+    std::vector<std::unique_ptr<Tier>> tiers_;      // protected by mutex_
 };
 
 }  // namespace tiercache
