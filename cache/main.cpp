@@ -10,6 +10,7 @@
 
 #include "bench_read.hpp"
 #include "gen.hpp"
+#include "serve.hpp"
 #include "stats_cmd.hpp"
 #include "tiers.hpp"
 #include "warm.hpp"
@@ -59,6 +60,8 @@ int main(int argc, char** argv) {
     StatsOptions stats;
     auto* stats_cmd = app.add_subcommand("stats", "Show a mount's cache counters (from MOUNTPOINT/.tiercache/stats)");
     stats_cmd->add_option("MOUNTPOINT", stats.mountpoint, "A tiercache-fuse mount point (or [mount] mountpoint of --config)");
+    stats_cmd->add_option("--attach", stats.attach, "Instead of a mount: the shared cache of this name (tiercache serve, --share)");
+    stats_cmd->add_option("--segment-dir", stats.segment_dir, "With --attach: where its owner keeps the segment")->capture_default_str();
     stats_cmd->add_flag("--json", stats.json, "Print the stats JSON itself");
     std::string stats_config;
     stats_cmd->add_option("--config", stats_config, "The mount's TOML config file: MOUNTPOINT comes from it");
@@ -76,6 +79,20 @@ int main(int argc, char** argv) {
     warm_cmd->add_option("--config", warm_config, "The mount's TOML config file: MOUNTPOINT comes from it");
     warm_cmd->add_option("PATHS", warm.paths, "Files or folders to warm, relative to MOUNTPOINT (default: all)");
     warm_cmd->add_option("--readers", warm.readers, "Reader threads")->capture_default_str()->check(CLI::Range(1, 1024));
+
+    ServeOptions serve;
+    auto* serve_cmd = app.add_subcommand("serve", "Own a shared cache without a mount: jobs attach to it by name (Cache::attach)");
+    serve_cmd->add_option("ORIGIN", serve.origin, "the dataset directory (never written); or origin in --config");
+    serve_cmd->add_option("--name", serve.name, "the cache's name, which jobs attach to")->required();
+    serve_cmd->add_option("--group", serve.group, "members of this group may attach too (files 0660; default 0600, this user only)");
+    serve_cmd->add_option("--dram", serve.dram, "dram tier size: 512MiB, 2GiB, or 10% of RAM")->capture_default_str();
+    serve_cmd->add_option("--pmem", serve.pmem, "pmem tier: DIR:SIZE");
+    serve_cmd->add_option("--cxl", serve.cxl, "cxl tier: NODE:SIZE");
+    serve_cmd->add_option("--nvme", serve.nvme, "nvme tier: DIR:SIZE, warm across restarts");
+    serve_cmd->add_option("--policy", serve.policy, "plan, noevict or lru")->capture_default_str();
+    serve_cmd->add_option("--segment-dir", serve.segment_dir, "where the shared segment and socket live")->capture_default_str();
+    serve_cmd->add_option("--config", serve.config, "a TOML file with the tier list (flags win)");
+    serve_cmd->add_option("--log", serve.log_file, "append log lines to this file (default: stderr)");
 
     auto* bench_cmd = app.add_subcommand("bench", "Benchmarks");
     bench_cmd->require_subcommand(1);
@@ -112,7 +129,7 @@ int main(int argc, char** argv) {
         }
         if (*stats_cmd) {
             command += " stats";
-            if (stats.mountpoint.empty()) stats.mountpoint = mountpoint_from(stats_config);
+            if (stats.mountpoint.empty() && stats.attach.empty()) stats.mountpoint = mountpoint_from(stats_config);
             run_stats(stats);
             return 0;
         }
@@ -125,6 +142,11 @@ int main(int argc, char** argv) {
             command += " warm";
             if (warm.mountpoint.empty()) warm.mountpoint = mountpoint_from(warm_config);
             return run_warm(warm);
+        }
+        if (*serve_cmd) {
+            command += " serve";
+            return run_serve(serve, serve_cmd->count("--dram") > 0, serve_cmd->count("--policy") > 0,
+                             serve_cmd->count("--segment-dir") > 0);
         }
         if (*bench_read_cmd) {
             command += " bench read";

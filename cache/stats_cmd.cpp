@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstring>
 #include <nlohmann/json.hpp>
+#include <tiercache/cache.hpp>
 #include <optional>
 #include <set>
 #include <stdexcept>
@@ -127,8 +128,8 @@ void print_fuse_requests(const Json& fuse) {
     table.print(stdout, "  ");
 }
 
-void print_report(const fs::path& mountpoint, const Json& stats) {
-    std::printf("tiercache stats for %s\n\n", quoted(mountpoint).c_str());
+void print_report(const std::string& what, const Json& stats) {
+    std::printf("tiercache stats for %s\n\n", what.c_str());
 
     if (const auto tiers = stats.find("tiers"); tiers != stats.end() && tiers->is_object())
         print_tiers(*tiers);
@@ -155,7 +156,10 @@ void print_report(const fs::path& mountpoint, const Json& stats) {
 
     if (const auto plan = stats.find("plan"); plan != stats.end() && plan->is_object()) {
         const auto samples = number(*plan, "samples");
-        summary.add_row({"plan", samples && *samples > 0 ? rounded(*samples) + " samples this epoch" : "none"});
+        const auto jobs = number(*plan, "jobs").value_or(0);
+        summary.add_row({"plan", samples && *samples > 0 ? rounded(*samples) + " samples this epoch" +
+                                                               (jobs > 1 ? " (" + rounded(jobs) + " jobs)" : std::string())
+                                                         : "none"});
     }
     if (const auto prefetch = stats.find("prefetch"); prefetch != stats.end() && prefetch->is_object()) {
         if (const auto issued = number(*prefetch, "issued"); issued && *issued > 0) {
@@ -175,7 +179,13 @@ void print_report(const fs::path& mountpoint, const Json& stats) {
     }
 
     // Any other top-level field: scalars are shown, nested ones are left to --json.
-    static const std::set<std::string> known{"tiers", "origin", "samples", "dataset_bytes", "policy", "fuse", "plan", "prefetch", "loader"};
+    if (const auto share = stats.find("share"); share != stats.end() && share->is_object()) {
+        if (const auto name = share->find("name"); name != share->end() && name->is_string() && !name->get<std::string>().empty())
+            summary.add_row({"shared as", name->get<std::string>() + ": " + rounded(number(*share, "connections").value_or(0)) +
+                                              " connections, " + rounded(number(*share, "jobs").value_or(0)) + " jobs attached"});
+    }
+
+    static const std::set<std::string> known{"tiers", "origin", "samples", "dataset_bytes", "policy", "fuse", "plan", "prefetch", "loader", "share"};
     std::string nested;
     for (const auto& [key, value] : stats.items()) {
         if (known.count(key)) continue;
@@ -198,6 +208,17 @@ void print_report(const fs::path& mountpoint, const Json& stats) {
 }  // namespace
 
 void run_stats(const StatsOptions& options) {
+    if (!options.attach.empty()) {  // a shared cache: its owner's stats, through the channel
+        tiercache::AttachOptions attach;
+        attach.dir = options.segment_dir;
+        auto cache = tiercache::Cache::attach(options.attach, attach);
+        const Json stats = Json::parse(tiercache::to_json(cache.stats()).dump());
+        if (options.json)
+            std::printf("%s\n", stats.dump(2, ' ', false, Json::error_handler_t::replace).c_str());
+        else
+            print_report("shared cache '" + options.attach + "'", stats);
+        return;
+    }
     const fs::path& mount = options.mountpoint;
     const fs::path stats_path = mount / ".tiercache" / "stats";
     std::error_code ec;
@@ -218,7 +239,7 @@ void run_stats(const StatsOptions& options) {
     if (options.json)
         std::printf("%s\n", stats.dump(2, ' ', false, Json::error_handler_t::replace).c_str());
     else
-        print_report(mount, stats);
+        print_report(quoted(mount), stats);
 }
 
 }  // namespace tiercache::cli

@@ -39,6 +39,7 @@ struct Options {
     unsigned prefetch_threads = 4;
     std::size_t prefetch_window = 1024;
     std::string prefetch_bytes;  // empty: a quarter of the dram tier, at most 1 GiB
+    std::string share, group;     // a shared cache's name, and who else may attach
 };
 
 [[noreturn]] void die(const std::string& message) {
@@ -98,7 +99,10 @@ int main(int argc, char** argv) {
     app.add_flag("--allow-other", opt.allow_other,
                  "let users other than the one mounting enter the mount (FUSE allow_other; a non-root mounter needs "
                  "user_allow_other in /etc/fuse.conf); file modes are still checked");
-    app.add_option("--segment-dir", opt.segment_dir, "where the cache's memory segment lives (a tmpfs)")->capture_default_str();
+    app.add_option("--segment-dir", opt.segment_dir, "where the cache's memory segment lives (a tmpfs or DAX filesystem)")->capture_default_str();
+    app.add_option("--share", opt.share,
+                   "also serve the cache to processes that attach to NAME (Cache::attach): one copy, one origin read for all");
+    app.add_option("--group", opt.group, "with --share: members of this group may attach too (files 0660; default 0600, this user only)");
     app.add_option("--log", opt.log_file, "append log lines to this file (default: stderr, lost once daemonized)");
     app.add_option("--prefetch-threads", opt.prefetch_threads,
                    "threads reading ahead in the order written to .tiercache/plan (0: no prefetch)")
@@ -119,12 +123,15 @@ int main(int argc, char** argv) {
             const auto file = tiercache::ConfigFile::load(opt.config_file);
             config = file.apply(config);
             if (const toml::table* mount = file.section("mount", {"mountpoint", "foreground", "kernel_cache", "threads", "log",
-                                                                  "allow_other", "prefetch_threads", "prefetch_window", "prefetch_bytes"})) {
+                                                                  "allow_other", "prefetch_threads", "prefetch_window", "prefetch_bytes",
+                                                                  "share", "group"})) {
                 if (auto v = file.string_at(*mount, "mountpoint"); v && !given("MOUNTPOINT")) opt.mountpoint = *v;
                 if (auto v = file.bool_at(*mount, "foreground"); v && !given("--foreground")) opt.foreground = *v;
                 if (auto v = file.bool_at(*mount, "kernel_cache"); v && !given("--kernel-cache")) opt.kernel_cache = *v ? "on" : "off";
                 if (auto v = file.string_at(*mount, "log"); v && !given("--log")) opt.log_file = *v;
                 if (auto v = file.bool_at(*mount, "allow_other"); v && !given("--allow-other")) opt.allow_other = *v;
+                if (auto v = file.string_at(*mount, "share"); v && !given("--share")) opt.share = *v;
+                if (auto v = file.string_at(*mount, "group"); v && !given("--group")) opt.group = *v;
                 if (auto v = file.integer_at(*mount, "threads"); v && !given("--threads")) {
                     if (*v < 1 || *v > 256) file.fail(*mount->get("threads"), "threads must be 1 to 256");
                     opt.threads = static_cast<unsigned>(*v);
@@ -158,6 +165,8 @@ int main(int argc, char** argv) {
         if (given("--nvme")) config.tier(tiercache::parse_tier_arg(tiercache::TierKind::nvme, opt.nvme, "--nvme"));
         if (given("--policy")) config.policy(opt.policy);
         if (given("--segment-dir")) config.segment_dir(opt.segment_dir);
+        if (!opt.share.empty()) config.share(opt.share).serve_later(true);  // after fuse_daemonize
+        if (!opt.group.empty()) config.share_group(opt.group);
     } catch (const std::invalid_argument& e) {
         die(e.what());
     }
@@ -229,6 +238,7 @@ int main(int argc, char** argv) {
 
     if (fuse_daemonize(opt.foreground ? 1 : 0) != 0) die("cannot go to the background");
     filesystem.start();  // threads now: the daemon's fork above keeps none
+    cache->serve();
 
     fuse_loop_config* loop = fuse_loop_cfg_create();
     fuse_loop_cfg_set_clone_fd(loop, 1);  // one /dev/fuse queue per worker

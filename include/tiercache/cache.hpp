@@ -17,6 +17,10 @@
 // from a faster tier is demoted to the next one with room, not dropped. Samples read from the
 // origin are also written through to nvme, so a restart finds them. Reads take no lock.
 // Thread-safe: any number of threads may read at once.
+//
+// Shared (Config::share): the process that opens the cache owns it; other processes join
+// with Cache::attach(name) and read the dram tier straight from the shared segment, asking
+// the owner for the rest (client.hpp, owner.hpp). Every public call below works on both.
 #pragma once
 #include <cstring>
 #include <memory>
@@ -28,6 +32,7 @@
 #include <vector>
 
 #include "catalog.hpp"
+#include "client.hpp"
 #include "config.hpp"
 #include "detail/xxh3.hpp"
 #include "epoch_plan.hpp"
@@ -37,9 +42,11 @@
 #include "numa_region.hpp"
 #include "nvme_tier.hpp"
 #include "origin.hpp"
+#include "owner.hpp"
 #include "pmem_region.hpp"
 #include "sample_ref.hpp"
 #include "segment.hpp"
+#include "share.hpp"
 #include "stats.hpp"
 
 namespace tiercache {
@@ -58,6 +65,10 @@ public:
     // and std::runtime_error when the origin cannot be scanned or a tier made.
     static Cache open(const Config& config) { return Cache(config); }
 
+    // Joins the shared cache `name` that another process owns. Throws OwnerGone when none
+    // serves it, std::runtime_error when this user may not join or the versions differ.
+    static Cache attach(const std::string& name, AttachOptions options = {}) { return Cache(name, std::move(options)); }
+
     // For tests: read through `origin` (a slow or failing double) instead of the config's.
     Cache(const Config& config, std::unique_ptr<Origin> origin) : config_(config) {
         config_.validate();
@@ -69,7 +80,20 @@ public:
         // allocator's overhead.
         const std::uint64_t segment_bytes = scan.segment_bytes() + memory_tiers * scan.samples.size() * sizeof(SampleSlot) +
                                             scan.samples.size() * sizeof(std::uint32_t) + with_overhead(dram);
-        segment_ = std::make_unique<Segment>(config_.segment_dir(), segment_bytes);
+        std::optional<SharePaths> shared;
+        ShareAccess access;
+        if (!config_.share().empty()) {
+            shared = SharePaths::of(config_.segment_dir(), config_.share());
+            access = ShareAccess::for_group(config_.share_group());
+            if (const std::size_t n = reap_stale_shares(config_.segment_dir()))
+                log(LogLevel::info, "removed ", n, " shared cache(s) whose owner died in ", config_.segment_dir().string());
+            owner_lock_ = std::make_unique<OwnerLock>(*shared, config_.share(), access);
+            const std::filesystem::path building = shared->segment.string() + ".building-" + std::to_string(::getpid());
+            segment_ = std::make_unique<Segment>(building, segment_bytes, access.file_mode);
+            access.apply(building, access.file_mode);
+        } else {
+            segment_ = std::make_unique<Segment>(config_.segment_dir(), segment_bytes);
+        }
         catalog_ = Catalog::place(*segment_, scan);
         origin_counters_ = segment_->construct_array<OriginCounters>("origin.counters", 1);
         fetching_ = segment_->construct_array<std::atomic<std::uint32_t>>("cache.fetching", std::max<std::size_t>(catalog_.size(), 1));
@@ -80,6 +104,20 @@ public:
             "; policy ", config_.policy());
         for (const auto& tier : memory_)
             log(LogLevel::info, tier->name(), " tier: ", format_size(tier->capacity()), " in ", tier->region().describe());
+        if (shared) {
+            SegmentHeader& h = segment_->header();
+            h.catalog_header = segment_->offset_of(catalog_.header()), h.catalog_samples = segment_->offset_of(catalog_.samples());
+            h.catalog_dirs = segment_->offset_of(catalog_.dirs()), h.catalog_paths = segment_->offset_of(catalog_.paths());
+            h.dram_slots = segment_->offset_of(memory_.front()->slots()), h.dram_counters = segment_->offset_of(&memory_.front()->counters());
+            h.origin_counters = segment_->offset_of(origin_counters_);
+            h.dram_capacity = memory_.front()->capacity();
+            segment_->publish_as(shared->segment);
+            service_ = std::make_unique<Service>(*this);
+            channel_ = std::make_unique<OwnerChannel>(*service_, *segment_, *shared, access);
+            if (!config_.serve_later()) serve();
+            log(LogLevel::info, "shared as '", config_.share(), "': ", shared->segment.string(), ", ", shared->socket.string(),
+                access.group ? " (group " + config_.share_group() + " may attach)" : " (this user only)");
+        }
     }
     explicit Cache(const Config& config) : Cache(config, nullptr) {}
     Cache(const Cache&) = delete;
@@ -89,6 +127,16 @@ public:
     const Config& config() const noexcept { return config_; }
 
     // Throws UnknownSample for an id outside the catalog.
+    // A shared cache's owner starts answering clients (done by open unless Config::serve_later).
+    void serve() {
+        if (!channel_) return;
+        owner_lock_->note_pid();
+        channel_->start();
+    }
+
+    // Whether this process joined another's cache (attach) rather than owning it.
+    bool attached() const noexcept { return client_ != nullptr; }
+
     std::uint64_t size(SampleId id) const {
         check(id);
         return catalog_.size_of(id);
@@ -97,12 +145,14 @@ public:
     // The id of a relative path ("class/file.jpg"), or UnknownSample naming it.
     SampleId id_of(std::string_view relpath) const {
         if (auto id = catalog_.find(relpath)) return *id;
-        throw UnknownSample("no sample '" + std::string(relpath) + "' in " + config_.origin().string());
+        throw UnknownSample("no sample '" + std::string(relpath) + "' in " +
+                            (client_ ? "shared cache '" + client_->name() + "'" : config_.origin().string()));
     }
 
     // Copies bytes [offset, offset + dest.size()) of sample `id` into dest; returns how many
     // (fewer only at the end of the sample). Throws UnknownSample or OriginError.
     std::size_t read(SampleId id, std::uint64_t offset, std::span<std::byte> dest) {
+        if (client_) return client_->read(id, offset, dest.first(std::min<std::uint64_t>(dest.size(), size(id) - std::min(offset, size(id)))));
         Chunk chunk = read_chunk(id, offset, dest);
         if (!chunk.bytes.empty() && chunk.bytes.data() != dest.data())
             std::memcpy(dest.data(), chunk.bytes.data(), chunk.bytes.size());
@@ -115,7 +165,11 @@ public:
         const std::uint64_t size = this->size(id);
         if (offset >= size || scratch.empty()) return {};
         const std::size_t length = static_cast<std::size_t>(std::min<std::uint64_t>(scratch.size(), size - offset));
-        next_use_->consume(id);  // before placement: its next use is no longer this epoch
+        if (client_) return {{}, scratch.first(client_->read(id, offset, scratch.first(length)))};
+        // Before placement: its next use is no longer this one. Once per read of the sample,
+        // not per chunk (reads are not tied to a job: a second chunk would use up another
+        // job's use of it).
+        if (offset == 0) next_use_->consume(id);
         auto part = [&](std::span<const std::byte> whole) { return whole.subspan(offset, length); };
 
         for (;;) {
@@ -152,9 +206,11 @@ public:
     }
 
     // The whole sample pinned in a memory tier (zero-copy), bringing it in if a tier's policy
-    // admits it; empty when it stays out.
+    // admits it; empty when it stays out, and always for an attached client, which pins
+    // nothing (a pin outliving a killed client would hold the bytes forever): read() then.
     SampleRef acquire(SampleId id) {
         check(id);
+        if (client_) return {};
         const std::uint64_t size = catalog_.size_of(id);
         next_use_->consume(id);
         for (;;) {
@@ -185,11 +241,23 @@ public:
         set_plan(plan.order(), next ? next->order() : std::span<const SampleId>{});
     }
     void set_plan(std::span<const SampleId> current, std::span<const SampleId> next = {}) {
-        next_use_->set(current, next);
-        log(LogLevel::debug, "plan: ", current.size(), " samples this epoch", next.empty() ? "" : ", next epoch's known");
+        if (client_) return client_->set_plan(current, next);  // the owner keeps it as this job's
+        set_plan(NextUse::kLocalJob, current, next);
     }
-    // Back to no plan: the plan policy acts as no-evict.
-    void clear_plan() { next_use_->clear(); }
+    // Back to no plan from this process: the plan policy acts as no-evict if no other job has one.
+    void clear_plan() {
+        if (client_) return client_->clear_plan();
+        remove_plan(NextUse::kLocalJob);
+    }
+
+    // The owner's view: each job's plan, whose union the plan policy serves (a sample's next
+    // use is its soonest across jobs). The mount keys jobs by the pid writing its plan file;
+    // attached clients get theirs from the channel.
+    void set_plan(JobId job, std::span<const SampleId> current, std::span<const SampleId> next) {
+        next_use_->set(job, current, next);
+        log(LogLevel::debug, "plan of job ", job, ": ", current.size(), " samples this epoch", next.empty() ? "" : ", next epoch's known");
+    }
+    void remove_plan(JobId job) { next_use_->remove(job); }
 
     enum class Prefetched { resident, fetched, raced, rejected };
 
@@ -198,6 +266,7 @@ public:
     // read what no tier would keep (rejected). Throws OriginError as reads do.
     Prefetched prefetch(SampleId id) {
         check(id);
+        if (client_) return static_cast<Prefetched>(client_->prefetch(id));
         for (std::size_t k = 0; k < memory_.size(); ++k) {
             if (!memory_[k]->resident(id)) continue;
             if (k > 0 && promotion_possible(id, k)) move_up(id, k);
@@ -223,18 +292,76 @@ public:
 
     // Writes the nvme tier's index, so that a restart finds it warm (also done on close).
     void flush() {
-        if (nvme_) nvme_->flush();
+        if (nvme_) nvme_->flush();  // an attached client has none: its owner saves it
     }
 
     // The XXH3-64 checksum taken when the sample entered the cache, if a memory tier holds it.
     std::optional<std::uint64_t> resident_checksum(SampleId id) {
         check(id);
+        if (client_) return std::nullopt;  // known to the owner
         for (auto& tier : memory_)
             if (auto sum = tier->checksum(id)) return sum;
         return std::nullopt;
     }
 
+    // The owner's counters (shared by every job) and this process's loader and prefetch ones.
     Stats stats() const {
+        Stats s = client_ ? client_->stats() : owner_stats();
+        const LoaderCounters& l = loader_counters_;
+        s.loader_batches = l.batches.load(), s.loader_samples = l.samples.load(), s.loader_bytes = l.bytes.load();
+        s.loader_wait_ns = l.wait_ns.load(), s.loader_held_ns = l.held_ns.load();
+        if (client_) {  // the owner's prefetch counters are for its own prefetchers
+            const PrefetchCounters& p = prefetch_counters_;
+            s.prefetch_issued = p.issued.load(), s.prefetch_fetched = p.fetched.load(), s.prefetch_resident = p.resident.load();
+            s.prefetch_raced = p.raced.load(), s.prefetch_rejected = p.rejected.load(), s.prefetch_errors = p.errors.load();
+            s.prefetch_bytes = p.bytes.load();
+        }
+        return s;
+    }
+
+private:
+    // An attached client.
+    Cache(const std::string& name, AttachOptions options) : client_(std::make_unique<CacheClient>(name, std::move(options))) {
+        catalog_ = client_->catalog();
+    }
+
+    // What the channel asks of the owner.
+    struct Service final : OwnerService {
+        explicit Service(Cache& c) : cache(c) {}
+        std::size_t samples() const override { return cache.catalog_.size(); }
+        std::size_t read(SampleId id, std::uint64_t offset, std::span<std::byte> dest) override { return cache.read(id, offset, dest); }
+        std::uint32_t prefetch(SampleId id) override { return static_cast<std::uint32_t>(cache.prefetch(id)); }
+        void set_plan(JobId job, std::span<const SampleId> current, std::span<const SampleId> next) override {
+            cache.set_plan(job, current, next);
+        }
+        void remove_plan(JobId job) override { cache.remove_plan(job); }
+        void hits(std::span<const detail::SharedHit> hits) override {
+            MemoryTier& dram = *cache.memory_.front();
+            for (const detail::SharedHit& h : hits) {
+                if (h.id >= cache.catalog_.size()) continue;
+                dram.counters().hits.fetch_add(1, std::memory_order_relaxed);
+                dram.counters().bytes_read.fetch_add(h.bytes, std::memory_order_relaxed);
+                dram.policy().on_hit(h.id);
+                if (h.offset == 0) cache.next_use_->consume(h.id);
+            }
+        }
+        std::string stats_json() override { return to_json(cache.stats()).dump(); }
+        // The nvme index is what makes a restart warm; an owner killed with kill -9 never
+        // gets to save it on close, so it is saved while it changes (rewriting it costs
+        // about 50 bytes a sample, so only then).
+        void every_few_seconds() override {
+            if (!cache.nvme_) return;
+            const TierCounters& c = cache.nvme_->counters();
+            const std::uint64_t changes = c.insertions.load() + c.evictions.load() + c.checksum_failures.load();
+            if (changes == saved_changes) return;
+            cache.flush();
+            saved_changes = changes;
+        }
+        std::uint64_t saved_changes = 0;  // the heartbeat thread's alone
+        Cache& cache;
+    };
+
+    Stats owner_stats() const {
         Stats s;
         for (const auto& tier : memory_) s.tiers.push_back(TierStats::from(tier->name(), tier->region().describe(), tier->counters()));
         if (nvme_) s.tiers.push_back(TierStats::from("nvme", nvme_->describe(), nvme_->counters()));
@@ -246,9 +373,8 @@ public:
         s.segment_bytes = segment_->size();
         s.policy = config_.policy();
         s.plan_samples = next_use_->planned_samples();
-        const LoaderCounters& l = loader_counters_;
-        s.loader_batches = l.batches.load(), s.loader_samples = l.samples.load(), s.loader_bytes = l.bytes.load();
-        s.loader_wait_ns = l.wait_ns.load(), s.loader_held_ns = l.held_ns.load();
+        s.plan_jobs = next_use_->jobs().size();
+        if (channel_) s.share_name = config_.share(), s.share_connections = channel_->connections(), s.share_jobs = channel_->jobs();
         const PrefetchCounters& p = prefetch_counters_;
         s.prefetch_issued = p.issued.load(), s.prefetch_fetched = p.fetched.load(), s.prefetch_resident = p.resident.load();
         s.prefetch_raced = p.raced.load(), s.prefetch_rejected = p.rejected.load(), s.prefetch_errors = p.errors.load();
@@ -256,7 +382,6 @@ public:
         return s;
     }
 
-private:
     // A region's size for `capacity` bytes of samples: the allocator's headers and
     // fragmentation take about 1/16 for ~100 KiB samples.
     static std::uint64_t with_overhead(std::uint64_t capacity) { return capacity + capacity / 16 + (16u << 20); }
@@ -542,6 +667,8 @@ private:
     }
 
     Config config_;
+    std::unique_ptr<CacheClient> client_;                // attached: everything below the catalog is the owner's
+    std::unique_ptr<OwnerLock> owner_lock_;              // shared: this process's claim on the name
     std::unique_ptr<Origin> origin_;
     std::unique_ptr<Segment> segment_;                   // catalog, slots, counters, dram bytes
     Catalog catalog_;
@@ -556,6 +683,10 @@ private:
 
     // Lock order: placement_mutex_, then a policy's own lock. Readers take neither.
     std::mutex placement_mutex_;  // protects every tier's placement: reserve, publish, evict, demote, promote
+
+    // Shared: last, so that the channel stops (and its threads end) before what they use goes.
+    std::unique_ptr<Service> service_;
+    std::unique_ptr<OwnerChannel> channel_;
 };
 
 }  // namespace tiercache

@@ -8,7 +8,7 @@
 //
 // Memory per sample: a 32-byte SampleRecord + its relative path (about 30 bytes for an
 // ImageNet name like "n01440764/n01440764_10026.JPEG") = about 62 bytes, so 1.28 M samples
-// take about 80 MiB. (The cache adds a 24-byte SampleSlot per sample; bench/ measures both.)
+// take about 80 MiB. (The cache adds a 32-byte SampleSlot per sample per memory tier; bench/ measures both.)
 #pragma once
 #include <algorithm>
 #include <cerrno>
@@ -223,30 +223,42 @@ public:
 
     // Copies `scan` into `segment`.
     static Catalog place(Segment& segment, const ScanResult& scan) {
-        Catalog c;
-        c.header_ = segment.construct_array<CatalogHeader>("catalog.header", 1);
-        *c.header_ = {scan.samples.size(), scan.dirs.size(), scan.path_bytes, scan.total_bytes};
-        c.samples_ = segment.construct_array<SampleRecord>("catalog.samples", scan.samples.size());
-        c.dirs_ = segment.construct_array<DirRecord>("catalog.dirs", scan.dirs.size());
-        c.paths_ = segment.construct_array<char>("catalog.paths", std::max<std::uint64_t>(scan.path_bytes, 1));
+        auto* header = segment.construct_array<CatalogHeader>("catalog.header", 1);
+        *header = {scan.samples.size(), scan.dirs.size(), scan.path_bytes, scan.total_bytes};
+        auto* samples = segment.construct_array<SampleRecord>("catalog.samples", scan.samples.size());
+        auto* dirs = segment.construct_array<DirRecord>("catalog.dirs", scan.dirs.size());
+        auto* paths = segment.construct_array<char>("catalog.paths", std::max<std::uint64_t>(scan.path_bytes, 1));
         std::uint64_t at = 0;
         auto put = [&](const std::string& s) {
-            std::memcpy(c.paths_ + at, s.data(), s.size());
+            std::memcpy(paths + at, s.data(), s.size());
             const std::uint64_t offset = at;
             at += s.size();
             return offset;
         };
         for (std::size_t i = 0; i < scan.samples.size(); ++i) {
             const auto& s = scan.samples[i];
-            c.samples_[i] = {s.size, s.mtime_ns, put(s.path), static_cast<std::uint32_t>(s.path.size()), s.dir};
+            samples[i] = {s.size, s.mtime_ns, put(s.path), static_cast<std::uint32_t>(s.path.size()), s.dir};
         }
         for (std::size_t i = 0; i < scan.dirs.size(); ++i) {
             const auto& d = scan.dirs[i];
-            c.dirs_[i] = {put(d.path), static_cast<std::uint32_t>(d.path.size()), d.parent, d.first_dir, d.dir_count,
-                          d.first_sample, d.sample_count, d.mtime_ns};
+            dirs[i] = {put(d.path), static_cast<std::uint32_t>(d.path.size()), d.parent, d.first_dir, d.dir_count,
+                       d.first_sample, d.sample_count, d.mtime_ns};
         }
+        return view(header, samples, dirs, paths);
+    }
+
+    // The catalog another process placed, as a client maps it (share.hpp).
+    static Catalog view(const CatalogHeader* header, const SampleRecord* samples, const DirRecord* dirs, const char* paths) {
+        Catalog c;
+        c.header_ = header, c.samples_ = samples, c.dirs_ = dirs, c.paths_ = paths;
         return c;
     }
+
+    // Its tables, for the owner to tell clients where they lie.
+    const CatalogHeader* header() const noexcept { return header_; }
+    const SampleRecord* samples() const noexcept { return samples_; }
+    const DirRecord* dirs() const noexcept { return dirs_; }
+    const char* paths() const noexcept { return paths_; }
 
     std::size_t size() const noexcept { return header_ ? header_->sample_count : 0; }
     std::size_t dir_count() const noexcept { return header_ ? header_->dir_count : 0; }
@@ -316,10 +328,10 @@ private:
         return std::nullopt;
     }
 
-    CatalogHeader* header_ = nullptr;
-    SampleRecord* samples_ = nullptr;
-    DirRecord* dirs_ = nullptr;
-    char* paths_ = nullptr;
+    const CatalogHeader* header_ = nullptr;
+    const SampleRecord* samples_ = nullptr;
+    const DirRecord* dirs_ = nullptr;
+    const char* paths_ = nullptr;
 };
 
 }  // namespace tiercache

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "policy.hpp"
+#include "share.hpp"
 #include "size.hpp"
 
 namespace tiercache {
@@ -124,8 +125,16 @@ public:
     // "plan" (the default: by next use once a plan is set, no-evict until then), "noevict"
     // (scan-resistant) or "lru".
     Config& policy(std::string name) { policy_ = std::move(name); return *this; }
-    // Where the segment's file is made (and at once unlinked): a tmpfs such as /dev/shm.
+    // Where the segment's file is made: a tmpfs such as /dev/shm, or a DAX filesystem.
     Config& segment_dir(std::filesystem::path dir) { segment_dir_ = std::move(dir); return *this; }
+    // Shares the cache under `name`: this process becomes its owner, and other processes on
+    // the host join it with Cache::attach(name) (share.hpp). Empty: private (the default).
+    Config& share(std::string name) { share_ = std::move(name); return *this; }
+    // The group whose members may attach too (mode 0660); empty: the owner's user only (0600).
+    Config& share_group(std::string group) { share_group_ = std::move(group); return *this; }
+    // Serve attached clients only once Cache::serve() is called, not from open: for a daemon
+    // that forks after opening the cache (threads do not survive a fork).
+    Config& serve_later(bool later) { serve_later_ = later; return *this; }
 
     const std::filesystem::path& origin() const noexcept { return origin_; }
     const std::vector<TierConfig>& tiers() const noexcept { return tiers_; }
@@ -137,6 +146,9 @@ public:
     std::uint64_t dram_bytes() const { return tier_bytes(*find_tier(TierKind::dram)); }
     const std::string& policy() const noexcept { return policy_; }
     const std::filesystem::path& segment_dir() const noexcept { return segment_dir_; }
+    const std::string& share() const noexcept { return share_; }
+    const std::string& share_group() const noexcept { return share_group_; }
+    bool serve_later() const noexcept { return serve_later_; }
 
     void validate() const {
         if (origin_.empty()) throw std::invalid_argument("origin: not set");
@@ -163,6 +175,11 @@ public:
         check_policy_name(policy_);
         if (!std::filesystem::is_directory(segment_dir_, ec))
             throw std::invalid_argument("segment_dir '" + segment_dir_.string() + "': no such directory");
+        if (!share_.empty()) check_share_name(share_);
+        if (!share_group_.empty()) {
+            if (share_.empty()) throw std::invalid_argument("share_group '" + share_group_ + "': only for a shared cache (set share)");
+            (void)ShareAccess::for_group(share_group_);
+        }
     }
 
 private:
@@ -170,6 +187,8 @@ private:
     std::vector<TierConfig> tiers_;  // fastest first; dram always first
     std::string policy_ = "plan";
     std::filesystem::path segment_dir_ = "/dev/shm";
+    std::string share_, share_group_;
+    bool serve_later_ = false;
 };
 
 // "DIR:SIZE" (pmem, nvme) or "NODE:SIZE" (cxl), as the command line writes a tier. The last

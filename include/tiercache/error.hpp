@@ -20,4 +20,11 @@ public:
     int errno_value() const noexcept { return code().value(); }
 };
 
+// A client of a shared cache lost its owner: it closed, died, or stopped answering. The
+// message says which; attach again once an owner serves the name.
+class OwnerGone : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
 }  // namespace tiercache

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <optional>
 #include <span>
@@ -27,12 +28,38 @@ enum SlotState : std::uint32_t { kAbsent = 0, kFilling = 1, kResident = 2 };
 
 // One per sample per memory tier, in the segment. On-segment layout: see kSegmentVersion.
 struct SampleSlot {
-    std::atomic<std::uint64_t> offset;  // bytes at base + offset while resident (see MemoryTier::base_)
-    std::atomic<std::uint32_t> state;   // SlotState
-    std::atomic<std::uint32_t> pins;    // readers inside the bytes right now
-    std::uint64_t checksum;             // XXH3-64 of the bytes, written before state turns resident
+    std::atomic<std::uint64_t> offset;      // bytes at base + offset while resident (see MemoryTier::base_)
+    std::atomic<std::uint32_t> state;       // SlotState
+    std::atomic<std::uint32_t> pins;        // the owner's readers inside the bytes right now
+    std::uint64_t checksum;                 // XXH3-64 of the bytes, written before state turns resident
+    std::atomic<std::uint32_t> generation;  // +1 on publish and on evict: what clients' copies are checked by
+    std::uint32_t reserved;
 };
-static_assert(sizeof(SampleSlot) == 24 && std::atomic<std::uint32_t>::is_always_lock_free);
+static_assert(sizeof(SampleSlot) == 32 && std::atomic<std::uint32_t>::is_always_lock_free);
+
+// A client process's read of a resident sample, without a pin: pins held by a process that
+// dies would never be released, so clients copy and then check that the slot's generation did
+// not move meanwhile (the owner bumps it before the bytes can be freed and reused). `base`,
+// `mapped`: the client's mapping of the segment. Returns the bytes copied, or nothing when
+// the sample is not resident or moved during the copy (the caller asks the owner instead).
+inline std::optional<std::size_t> copy_if_resident(const SampleSlot& slot, const std::byte* base, std::uint64_t mapped,
+                                                   std::uint64_t sample_size, std::uint64_t offset, std::span<std::byte> dest) {
+    for (int attempt = 0; attempt < 3; ++attempt) {
+        const std::uint32_t before = slot.generation.load();
+        if (slot.state.load() != kResident) return std::nullopt;
+        const std::uint64_t at = slot.offset.load();
+        if (at > mapped || sample_size > mapped - at) return std::nullopt;  // torn: never read outside the file
+        const std::size_t n = offset >= sample_size ? 0 : static_cast<std::size_t>(std::min<std::uint64_t>(dest.size(), sample_size - offset));
+        std::memcpy(dest.data(), base + at + offset, n);
+#if defined(__SANITIZE_THREAD__)
+        std::atomic_signal_fence(std::memory_order_acquire);  // TSan has no thread fences; it sees no other process anyway
+#else
+        std::atomic_thread_fence(std::memory_order_acquire);  // the copy's loads come before the second look
+#endif
+        if (slot.generation.load() == before && slot.state.load() == kResident) return n;
+    }
+    return std::nullopt;
+}
 
 // The memory of the segment itself, for the dram tier.
 class SegmentRegion final : public MemoryRegion {
@@ -111,6 +138,7 @@ public:
         SampleSlot& slot = slots_[id];
         slot.offset.store(offset(bytes));
         slot.checksum = checksum;
+        slot.generation.fetch_add(1);
         slot.state.store(kResident);
         policy_->on_insert(id);
         counters_->insertions.fetch_add(1, std::memory_order_relaxed);
@@ -131,6 +159,7 @@ public:
     void evict(SampleId id) {
         SampleSlot& slot = slots_[id];
         slot.state.store(kAbsent);  // from here on no new reader gets in
+        slot.generation.fetch_add(1);  // and a client mid-copy sees that it moved
         policy_->on_evict(id);
         counters_->evictions.fetch_add(1, std::memory_order_relaxed);
         counters_->resident_samples.fetch_sub(1, std::memory_order_relaxed);
@@ -142,6 +171,7 @@ public:
     }
 
     const std::string& name() const noexcept { return name_; }
+    const SampleSlot* slots() const noexcept { return slots_; }
     Policy& policy() noexcept { return *policy_; }
     TierCounters& counters() noexcept { return *counters_; }
     const TierCounters& counters() const noexcept { return *counters_; }

@@ -77,7 +77,10 @@ struct Stats {
     std::uint64_t origin_bytes_read = 0, origin_reads = 0, origin_errors = 0;
     std::uint64_t samples = 0, dataset_bytes = 0, segment_bytes = 0;
     std::string policy;
-    std::uint64_t plan_samples = 0;  // the plan's length; 0: no plan
+    std::uint64_t plan_samples = 0;  // the plans' lengths, summed; 0: no plan
+    std::uint64_t plan_jobs = 0;     // jobs with a plan registered
+    std::string share_name;          // a shared cache's name; empty when private
+    std::uint64_t share_connections = 0, share_jobs = 0;  // clients attached now
     std::uint64_t loader_batches = 0, loader_samples = 0, loader_bytes = 0, loader_wait_ns = 0, loader_held_ns = 0;
     std::uint64_t prefetch_issued = 0, prefetch_fetched = 0, prefetch_resident = 0, prefetch_raced = 0,
                   prefetch_rejected = 0, prefetch_errors = 0, prefetch_bytes = 0;
@@ -108,7 +111,8 @@ inline nlohmann::ordered_json to_json(const Stats& s) {
             {"dataset_bytes", s.dataset_bytes},
             {"segment_bytes", s.segment_bytes},
             {"policy", s.policy},
-            {"plan", {{"active", s.plan_samples != 0}, {"samples", s.plan_samples}}},
+            {"plan", {{"active", s.plan_samples != 0}, {"samples", s.plan_samples}, {"jobs", s.plan_jobs}}},
+            {"share", {{"name", s.share_name}, {"connections", s.share_connections}, {"jobs", s.share_jobs}}},
             {"prefetch", {{"issued", s.prefetch_issued}, {"fetched", s.prefetch_fetched}, {"resident", s.prefetch_resident},
                           {"raced", s.prefetch_raced}, {"rejected", s.prefetch_rejected}, {"errors", s.prefetch_errors},
                           {"bytes", s.prefetch_bytes}}},
@@ -116,6 +120,35 @@ inline nlohmann::ordered_json to_json(const Stats& s) {
                         {"wait_seconds", static_cast<double>(s.loader_wait_ns) / 1e9},
                         {"held_seconds", static_cast<double>(s.loader_held_ns) / 1e9},
                         {"stall_fraction", s.stall_fraction()}}}};
+}
+
+// The inverse of to_json, for a client given the owner's stats (fields missing read as 0).
+inline Stats stats_from_json(const nlohmann::json& j) {
+    auto u = [](const nlohmann::json& o, const char* key) { return o.contains(key) ? o[key].get<std::uint64_t>() : 0; };
+    auto str = [](const nlohmann::json& o, const char* key) { return o.contains(key) ? o[key].get<std::string>() : std::string(); };
+    Stats s;
+    for (const auto& name : j.at("tier_order")) {
+        const auto& t = j.at("tiers").at(name.get<std::string>());
+        s.tiers.push_back({name.get<std::string>(), str(t, "backing"), u(t, "capacity_bytes"), u(t, "used_bytes"), u(t, "hits"),
+                           u(t, "misses"), u(t, "bytes_read"), u(t, "insertions"), u(t, "evictions"), u(t, "rejections"),
+                           u(t, "checksum_failures"), u(t, "resident_samples"), u(t, "promotions"), u(t, "demotions")});
+    }
+    const auto& o = j.at("origin");
+    s.origin_bytes_read = u(o, "bytes_read"), s.origin_reads = u(o, "reads"), s.origin_errors = u(o, "errors");
+    s.samples = u(j, "samples"), s.dataset_bytes = u(j, "dataset_bytes"), s.segment_bytes = u(j, "segment_bytes");
+    s.policy = str(j, "policy");
+    if (j.contains("plan")) s.plan_samples = u(j["plan"], "samples"), s.plan_jobs = u(j["plan"], "jobs");
+    if (j.contains("share")) {
+        const auto& sh = j["share"];
+        s.share_name = str(sh, "name"), s.share_connections = u(sh, "connections"), s.share_jobs = u(sh, "jobs");
+    }
+    if (j.contains("prefetch")) {
+        const auto& p = j["prefetch"];
+        s.prefetch_issued = u(p, "issued"), s.prefetch_fetched = u(p, "fetched"), s.prefetch_resident = u(p, "resident");
+        s.prefetch_raced = u(p, "raced"), s.prefetch_rejected = u(p, "rejected"), s.prefetch_errors = u(p, "errors");
+        s.prefetch_bytes = u(p, "bytes");
+    }
+    return s;  // the loader's counters are each process's own
 }
 
 }  // namespace tiercache

@@ -1,6 +1,9 @@
 // tiercache: a tiered-memory dataset cache for deep-learning training. Include this.
 #pragma once
 #include "cache.hpp"
+#include "client.hpp"
+#include "owner.hpp"
+#include "share.hpp"
 #include "catalog.hpp"
 #include "config.hpp"
 #include "epoch_loader.hpp"
