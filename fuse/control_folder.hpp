@@ -52,12 +52,16 @@ public:
         return it->second.file;
     }
 
-    void forget(fuse_ino_t ino, std::uint64_t nlookup) {
+    // The kernel dropped `nlookup` references; which file the snapshot was of, if it is gone now.
+    std::optional<ControlFile> forget(fuse_ino_t ino, std::uint64_t nlookup) {
         std::lock_guard lock(mutex_);
         const auto it = snapshots_.find(ino);
-        if (it == snapshots_.end()) return;
+        if (it == snapshots_.end()) return std::nullopt;
         it->second.lookups -= std::min(nlookup, it->second.lookups);
-        if (it->second.lookups == 0) snapshots_.erase(it);
+        if (it->second.lookups != 0) return std::nullopt;
+        const ControlFile file = it->second.file;
+        snapshots_.erase(it);
+        return file;
     }
 
     std::size_t size() const {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <stdexcept>
 #include <sys/statvfs.h>
 #include <unistd.h>
 #include <vector>
@@ -33,19 +34,23 @@ Filesystem::Filesystem(Cache& cache, MountOptions options)
       gid_(::getgid()),
       started_(std::chrono::steady_clock::now()),
       plan_(cache.catalog().size(), [this](std::string_view p) { return resolve(p); },
-            [this](ParsedPlan plan) { return apply_plan(std::move(plan)); }) {
+            [this](JobId job, ParsedPlan plan) { return apply_plan(job, std::move(plan)); },
+            [this](JobId job) { remove_plan(job); }) {
     options_.prefetch.validate();
 }
 
 Filesystem::~Filesystem() {
-    plan_.stop();         // no plan is applied from now on
-    prefetcher_.reset();  // its threads end before the cache goes
+    plan_.stop();  // no plan is applied or removed from now on
+    std::map<JobId, std::unique_ptr<Prefetcher>> gone;
+    {
+        std::unique_lock lock(prefetch_mutex_);
+        gone.swap(prefetchers_);
+        prefetcher_count_ = 0;
+    }
+    gone.clear();  // their threads end before the cache goes
 }
 
-void Filesystem::start() {
-    if (options_.prefetch.threads() > 0 && !prefetcher_) prefetcher_ = std::make_unique<Prefetcher>(cache_, options_.prefetch);
-    plan_.start();
-}
+void Filesystem::start() { plan_.start(); }
 
 // ---- the plan -------------------------------------------------------------------------------
 
@@ -64,23 +69,92 @@ PlanTarget Filesystem::resolve(std::string_view relpath) const {
     return {std::nullopt, true};
 }
 
-std::size_t Filesystem::apply_plan(ParsedPlan parsed) {
+std::size_t Filesystem::apply_plan(JobId job, ParsedPlan parsed) {
     const std::size_t samples = cache_.catalog().size();
     if (parsed.kind == ParsedPlan::Kind::empty) {
-        if (prefetcher_) prefetcher_->stop();
-        cache_.clear_plan();
+        remove_plan(job);
         return 0;
     }
     const EpochPlan plan = parsed.kind == ParsedPlan::Kind::seed
                                ? EpochPlan(samples, parsed.seed, parsed.epoch, parsed.rank, parsed.world, parsed.drop_last)
                                : EpochPlan::from_order(std::move(parsed.ids), samples);
-    cache_.set_plan(plan);
-    if (prefetcher_) prefetcher_->start(std::vector<SampleId>(plan.order().begin(), plan.order().end()));
+    const std::optional<EpochPlan> next = plan.next_epoch();
+    try {
+        cache_.set_plan(job, plan.order(), next ? next->order() : std::span<const SampleId>{});
+    } catch (const std::length_error& e) {
+        if (cache_.stats().plan_jobs < NextUse::kMaxJobs) throw;
+        log(LogLevel::debug, "plan of job ", job, ": ", e.what());
+        throw std::runtime_error("too many jobs: " + std::to_string(NextUse::kMaxJobs) +
+                                 " hold plans in this cache already (processes writing the plan file, or attached "
+                                 "clients); a process's plan goes when it exits or writes an empty plan");
+    }
+    if (options_.prefetch.threads() == 0) return plan.size();
+    Prefetcher* prefetcher;
+    {
+        std::unique_lock lock(prefetch_mutex_);
+        auto& slot = prefetchers_[job];
+        if (!slot) slot = std::make_unique<Prefetcher>(cache_, options_.prefetch);
+        prefetcher = slot.get();
+        prefetcher_count_ = prefetchers_.size();
+    }
+    prefetcher->start(std::vector<SampleId>(plan.order().begin(), plan.order().end()));  // the map changes only under plan_'s lock
     return plan.size();
 }
 
-nlohmann::ordered_json Filesystem::plan_json() const {
-    return plan_.json(prefetcher_ ? prefetcher_->position() : 0);
+void Filesystem::remove_plan(JobId job) {
+    std::unique_ptr<Prefetcher> gone;
+    {
+        std::unique_lock lock(prefetch_mutex_);
+        if (const auto it = prefetchers_.find(job); it != prefetchers_.end()) {
+            gone = std::move(it->second);
+            prefetchers_.erase(it);
+        }
+        prefetcher_count_ = prefetchers_.size();
+    }
+    gone.reset();  // its threads end (a fetch in flight finishes) without holding up reads
+    cache_.remove_plan(job);
+}
+
+std::size_t Filesystem::position_of(JobId job) const {
+    std::shared_lock lock(prefetch_mutex_);
+    const auto it = prefetchers_.find(job);
+    return it == prefetchers_.end() ? 0 : it->second->position();
+}
+
+// A prefetcher's window follows the furthest read of any sample in its order, so only the
+// reader's own job may move it: a read by another job (a sweep's runs read the same samples in
+// other orders) would drag it past what its own reader still needs. The reader's job is its
+// process's, or its parent's (DataLoader workers); a read no job can be told for (a reader in
+// another PID namespace, or one whose plan some other process writes) moves every window.
+void Filesystem::consumed(SampleId id, pid_t reader) {
+    const ReaderIds ids = reader_ids(reader);
+    std::shared_lock lock(prefetch_mutex_);
+    for (const JobId job : {ids.process, ids.parent}) {
+        if (job == 0) continue;
+        if (const auto it = prefetchers_.find(job); it != prefetchers_.end()) {
+            it->second->consumed(id);
+            return;
+        }
+    }
+    for (const auto& [job, prefetcher] : prefetchers_) prefetcher->consumed(id);
+}
+
+ReaderIds Filesystem::reader_ids(pid_t tid) {
+    const auto now = std::chrono::steady_clock::now();
+    {
+        std::lock_guard lock(readers_mutex_);
+        if (const auto it = readers_.find(tid); it != readers_.end() && now - it->second.seen < std::chrono::seconds(1))
+            return it->second.ids;
+    }
+    const ReaderIds ids = reader_of(tid);  // a /proc read, without the lock
+    std::lock_guard lock(readers_mutex_);
+    if (readers_.size() >= 4096) readers_.clear();  // threads come and go: bounded
+    readers_[tid] = {ids, now};
+    return ids;
+}
+
+nlohmann::ordered_json Filesystem::plan_json(JobId job) const {
+    return plan_.json(job, position_of(job), cache_.stats().plan_jobs);
 }
 
 // ---- attributes -----------------------------------------------------------------------------
@@ -144,7 +218,7 @@ fuse_entry_param Filesystem::entry(fuse_ino_t ino, const struct stat& attr, doub
     return e;
 }
 
-nlohmann::ordered_json Filesystem::stats_json() const {
+nlohmann::ordered_json Filesystem::stats_json(JobId job) const {
     nlohmann::ordered_json j = to_json(cache_.stats());
     nlohmann::ordered_json requests = nlohmann::ordered_json::object();
     for (std::size_t i = 0; i < kOpNames.size(); ++i) requests[kOpNames[i]] = requests_[i].load(std::memory_order_relaxed);
@@ -153,7 +227,12 @@ nlohmann::ordered_json Filesystem::stats_json() const {
                  {"no_open", no_open_.load()},
                  {"control_snapshots", control_.size()}};
     j["origin"]["path"] = cache_.config().origin().string();
-    j["plan"] = plan_json();
+    // The cache's "plan" (active, samples and jobs: every job's), and the reader's own plan
+    // as the plan file shows it (state, kind, ..., position, last_error).
+    nlohmann::ordered_json& plan = j["plan"];
+    const nlohmann::ordered_json mine = plan_.json(job, position_of(job), plan.value("jobs", std::size_t{0}));
+    for (const auto& [key, value] : mine.items())
+        if (!plan.contains(key)) plan[key] = value;
     j["uptime_s"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
     j["version"] = TIERCACHE_VERSION;
     return j;
@@ -163,7 +242,8 @@ fuse_ino_t Filesystem::new_snapshot(ControlFile file, struct stat& attr, pid_t r
     // The writer opening the plan to read it back is done writing: it reads the plan in force.
     // Anyone else's look (another rank, an ls) must not cut a stream still arriving.
     if (file == ControlFile::plan) plan_.commit_by(requester);
-    std::string text = (file == ControlFile::plan ? plan_json() : stats_json()).dump(2) + "\n";
+    const JobId job = process_of(requester).job;  // the reader's: its own plan is what it sees
+    std::string text = (file == ControlFile::plan ? plan_json(job) : stats_json(job)).dump(2) + "\n";
     const std::size_t size = text.size();
     const fuse_ino_t ino = control_.add_snapshot(std::move(text), file);
     attr = snapshot_attr(ino, size, file);
@@ -344,7 +424,7 @@ int Filesystem::do_read(fuse_ino_t ino, std::size_t size, off_t offset, Chunk& o
     }
     if (!is_sample_ino(ino)) return is_dir_ino(ino) || ino == kControlDirIno ? EISDIR : ESTALE;
     const SampleId id = sample_of(ino);
-    if (prefetcher_ && cache_.catalog().contains(id)) prefetcher_->consumed(id);  // the window moves on
+    if (prefetcher_count_.load(std::memory_order_relaxed) > 0 && cache_.catalog().contains(id)) consumed(id, requester);
     try {
         out = cache_.read_chunk(id, static_cast<std::uint64_t>(offset), std::span(scratch(size)).first(size));
         return 0;
@@ -370,13 +450,15 @@ int Filesystem::do_statfs(struct statvfs& out) const {
 }
 
 void Filesystem::do_forget(fuse_ino_t ino, std::uint64_t nlookup) {
-    if (is_snapshot_ino(ino)) control_.forget(ino, nlookup);  // data inodes hold no state
+    // Data inodes hold no state; a plan snapshot may hold its streams.
+    if (is_snapshot_ino(ino) && control_.forget(ino, nlookup) == ControlFile::plan) plan_.forget(ino);
 }
 
 int Filesystem::do_write(fuse_ino_t ino, const char* buf, std::size_t size, off_t offset, std::size_t& written, pid_t requester) {
     if (!is_plan(ino)) return is_snapshot_ino(ino) && !control_.snapshot(ino) ? ESTALE : EROFS;
     if (offset < 0) return EINVAL;
-    if (const int err = plan_.write(ino, static_cast<std::uint64_t>(offset), {buf, size}, requester)) return err;
+    const Process writer = process_of(requester);  // without plan_'s lock: a read of /proc
+    if (const int err = plan_.write(ino, static_cast<std::uint64_t>(offset), {buf, size}, requester, writer)) return err;
     written = size;
     return 0;
 }
@@ -387,12 +469,12 @@ int Filesystem::do_setattr(fuse_ino_t ino, const struct stat& attr, int to_set, 
     const bool truncates = (to_set & FUSE_SET_ATTR_SIZE) && attr.st_size == 0 &&
                            !(to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID));
     if (!truncates || !is_plan(ino)) return EROFS;
-    if (const int err = plan_.truncate(ino, requester)) return err;
+    if (const int err = plan_.truncate(ino, requester, process_of(requester))) return err;
     return do_getattr(ino, out);
 }
 
 int Filesystem::do_fsync(fuse_ino_t ino) {
-    return is_plan(ino) ? plan_.commit() : 0;  // a read-only file has nothing to sync
+    return is_plan(ino) ? plan_.commit(ino) : 0;  // a read-only file has nothing to sync
 }
 
 // ---- thin replies ---------------------------------------------------------------------------

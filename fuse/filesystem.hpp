@@ -20,7 +20,11 @@
 
 #include <fuse_lowlevel.h>
 #include <nlohmann/json.hpp>
+#include <map>
 #include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <unordered_map>
 #include <tiercache/cache.hpp>
 #include <tiercache/prefetcher.hpp>
 
@@ -42,7 +46,8 @@ struct MountOptions {
     // to us (direct I/O: what the tier and its policy see is every read).
     bool kernel_cache = true;
     double entry_timeout_s = 86400;  // the data is read-only: cache names and attributes a day
-    // Reading ahead of the reader in the order written to .tiercache/plan (threads 0: off).
+    // Reading ahead of the readers in the orders written to .tiercache/plan, a prefetcher per
+    // job with a plan, each with these options (threads 0: off).
     PrefetchOptions prefetch;
 };
 
@@ -53,14 +58,15 @@ public:
     Filesystem(const Filesystem&) = delete;
     Filesystem& operator=(const Filesystem&) = delete;
 
-    // Starts the threads (prefetch, plan commit timer): after fuse_daemonize, whose fork
-    // keeps none, and before the session loop.
+    // Starts the plan file's timer (idle commits, jobs that ended): after fuse_daemonize,
+    // whose fork keeps no threads, and before the session loop. Prefetchers start with plans.
     void start();
 
     static const fuse_lowlevel_ops& operations();
 
-    nlohmann::ordered_json stats_json() const;
-    nlohmann::ordered_json plan_json() const;
+    // The control files' content for a reader in job `job` (its process: process_of).
+    nlohmann::ordered_json stats_json(JobId job) const;
+    nlohmann::ordered_json plan_json(JobId job) const;
 
 private:
     // The operations: an errno back, results through the out-parameters.
@@ -110,7 +116,12 @@ private:
     fuse_ino_t new_snapshot(ControlFile file, struct stat& attr, pid_t requester);
     bool is_plan(fuse_ino_t ino) const { return is_snapshot_ino(ino) && control_.file(ino) == ControlFile::plan; }
     PlanTarget resolve(std::string_view relpath) const;
-    std::size_t apply_plan(ParsedPlan plan);
+    // The plan file's callbacks, called under its lock: a job's plan applied or removed.
+    std::size_t apply_plan(JobId job, ParsedPlan plan);
+    void remove_plan(JobId job);
+    std::size_t position_of(JobId job) const;  // in its plan, as its prefetcher saw the reads
+    void consumed(SampleId id, pid_t reader);  // a READ of `id`: the reader's job's window moves on
+    ReaderIds reader_ids(pid_t tid);           // reader_of(tid), remembered for a second
 
     Cache& cache_;
     const MountOptions options_;
@@ -121,9 +132,23 @@ private:
     std::atomic<bool> no_opendir_{false};
     ControlFolder control_;
     std::array<std::atomic<std::uint64_t>, static_cast<std::size_t>(Op::count)> requests_{};
-    // Made by start(), before any request; gone after the plan timer (which applies plans to it).
-    std::unique_ptr<Prefetcher> prefetcher_;
-    PlanFile plan_;  // after prefetcher_: destroyed (its timer joined) first
+    // A prefetcher per job with a plan, made when its first plan is applied, gone with its plan.
+    // Lock order: plan_'s lock, then prefetch_mutex_ (exclusive), then a prefetcher's own; a
+    // READ takes prefetch_mutex_ shared alone. The map changes only under plan_'s lock too,
+    // so the plan file's callbacks use a prefetcher after letting go of prefetch_mutex_, and
+    // a prefetcher is destroyed (its threads joined) without it.
+    mutable std::shared_mutex prefetch_mutex_;
+    std::map<JobId, std::unique_ptr<Prefetcher>> prefetchers_;  // protected by prefetch_mutex_
+    std::atomic<std::size_t> prefetcher_count_{0};               // prefetchers_.size(), read without the lock
+    // Which process (and parent) each reading thread belongs to: a /proc read per thread and
+    // second, not per READ.
+    struct Reader {
+        ReaderIds ids;
+        std::chrono::steady_clock::time_point seen;
+    };
+    std::mutex readers_mutex_;
+    std::unordered_map<pid_t, Reader> readers_;  // protected by readers_mutex_
+    PlanFile plan_;  // after prefetchers_: destroyed (its timer joined) first
 };
 
 }  // namespace tiercache::fuse

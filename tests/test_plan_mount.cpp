@@ -3,7 +3,10 @@
 #include <catch2/catch.hpp>
 
 #include <cstdio>
+#include <functional>
+#include <poll.h>
 #include <random>
+#include <set>
 #include <sys/wait.h>
 #include <tiercache/epoch_plan.hpp>
 
@@ -94,6 +97,139 @@ std::string lines(const std::vector<std::string>& paths) {
 }
 
 std::uint64_t dram(const nlohmann::json& s, const char* key) { return s["tiers"]["dram"][key].get<std::uint64_t>(); }
+
+// Writes `text` in pieces of `piece` bytes (0: one go), then fsyncs: 0, or the errno of the
+// first write or of the fsync (the commit's result).
+int write_plan_fsync(const test::Mount& mnt, std::string_view text, std::size_t piece = 0) {
+    const int fd = ::open((mnt / ".tiercache/plan").c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC);
+    if (fd < 0) return errno;
+    int err = 0;
+    for (std::size_t done = 0; done < text.size() && err == 0;) {
+        const std::size_t n = piece ? std::min(piece, text.size() - done) : text.size() - done;
+        const ssize_t w = ::write(fd, text.data() + done, n);
+        if (w < 0) err = errno;
+        else done += static_cast<std::size_t>(w);
+    }
+    if (err == 0 && ::fsync(fd) != 0) err = errno;
+    ::close(fd);
+    return err;
+}
+
+// Another process, so another job to the mount (plans are per process), forked from the test
+// (which runs no thread of its own then). On each command byte it runs body(command) and
+// sends back what that returns; it holds on (and so keeps its plan) until end() or kill().
+// The child never returns into the test: it leaves with _exit, whatever happens.
+class JobProcess {
+public:
+    using Body = std::function<std::string(char)>;
+
+    explicit JobProcess(Body body) {
+        int to[2], from[2];
+        if (::pipe2(to, O_CLOEXEC) != 0 || ::pipe2(from, O_CLOEXEC) != 0) throw std::runtime_error("pipe failed");
+        pid_ = ::fork();
+        if (pid_ < 0) throw std::runtime_error("fork failed");
+        if (pid_ == 0) {
+            ::close(to[1]);
+            ::close(from[0]);
+            for (int fd : parent_ends()) ::close(fd);  // the others' pipes: they must see their own EOF
+            char command;
+            while (::read(to[0], &command, 1) == 1) {
+                std::string report;
+                try {
+                    report = body(command);
+                } catch (const std::exception& e) {
+                    report = std::string("exception: ") + e.what();
+                }
+                report += '\0';
+                for (std::size_t done = 0; done < report.size();) {
+                    const ssize_t w = ::write(from[1], report.data() + done, report.size() - done);
+                    if (w <= 0) ::_exit(2);
+                    done += static_cast<std::size_t>(w);
+                }
+            }
+            ::_exit(0);  // end(): the pipe closed
+        }
+        ::close(to[0]);
+        ::close(from[1]);
+        to_ = to[1];
+        from_ = from[0];
+        parent_ends().insert({to_, from_});
+    }
+    JobProcess(const JobProcess&) = delete;
+    JobProcess& operator=(const JobProcess&) = delete;
+    ~JobProcess() {
+        if (pid_ > 0) {
+            ::kill(pid_, SIGKILL);
+            ::waitpid(pid_, nullptr, 0);
+        }
+        close_end(to_);
+        close_end(from_);
+    }
+
+    pid_t pid() const { return pid_; }
+
+    // Starts body(command) in the child; report() waits for what it returns.
+    void send(char command) {
+        if (::write(to_, &command, 1) != 1) throw std::runtime_error("the job process is gone");
+    }
+    std::string report(int timeout_s = 60) {
+        std::string out;
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+        for (char c;;) {
+            pollfd pfd{from_, POLLIN, 0};
+            if (std::chrono::steady_clock::now() > deadline) throw std::runtime_error("no report from the job process");
+            if (::poll(&pfd, 1, 100) <= 0) continue;
+            if (::read(from_, &c, 1) != 1) throw std::runtime_error("the job process ended without a report: " + out);
+            if (c == '\0') return out;
+            out += c;
+        }
+    }
+    std::string run(char command) {
+        send(command);
+        return report();
+    }
+
+    // Lets the child leave (exit 0). `reap`: wait for it; otherwise it stays a zombie until wait().
+    void end(bool reap = true) {
+        close_end(to_);
+        if (reap) wait();
+    }
+    void kill(int sig) { ::kill(pid_, sig); }
+    int wait() {
+        int status = 0;
+        if (pid_ > 0 && ::waitpid(pid_, &status, 0) == pid_) pid_ = -1;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    }
+
+private:
+    // The test's ends of every job process's pipes (a child closes those of the others).
+    static std::set<int>& parent_ends() {
+        static std::set<int> fds;
+        return fds;
+    }
+    static void close_end(int& fd) {
+        if (fd < 0) return;
+        parent_ends().erase(fd);
+        ::close(fd);
+        fd = -1;
+    }
+
+    pid_t pid_ = -1;
+    int to_ = -1, from_ = -1;
+};
+
+// Polls `pred` every 20 ms for up to `timeout_s` seconds.
+template <typename Pred>
+bool eventually(Pred pred, int timeout_s = 10) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+    while (std::chrono::steady_clock::now() < deadline) {
+        if (pred()) return true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return pred();
+}
+
+std::uint64_t plan_jobs(const test::Mount& mnt) { return mnt.stats()["plan"]["jobs"].get<std::uint64_t>(); }
 
 }  // namespace
 
@@ -348,12 +484,12 @@ TEST_CASE("only the mounting user may write the plan; data files stay unwritable
     const auto data = as_owner("echo x > '" + (mnt / "f001").string() + "'");
     CHECK(data.status != 0);
     CHECK_THAT(data.output, Catch::Contains("Permission denied"));
-    const auto ok = as_owner("echo seed=3 epoch=0 > '" + plan + "'");
+    // The shell is the job: it reads its plan back itself (a builtin read, no cat: another
+    // process would see its own, none), and the plan goes with the shell.
+    const auto ok = as_owner("echo seed=3 epoch=0 > '" + plan + "' && while IFS= read -r l; do echo \"$l\"; done < '" + plan + "'");
     CHECK(ok.status == 0);
     INFO(ok.output);
-    const auto p = read_plan(mnt);
-    CHECK(p["state"] == "active");
-    CHECK(p["seed"] == 3);
+    CHECK_THAT(ok.output, Catch::Contains("\"state\": \"active\"") && Catch::Contains("\"seed\": 3"));
     // Root may write it too (and everything else answers EROFS: test_mount.cpp).
     CHECK(write_plan(mnt, "f004\n") == 0);
     CHECK(read_plan(mnt)["kind"] == "paths");
@@ -390,4 +526,367 @@ TEST_CASE("prefetch options come from flags and from the config file's [mount] t
     CHECK(test::slurp(mnt / "f000") == test::slurp(origin / "f000"));
     const auto s2 = wait_prefetched(mnt, 2);
     CHECK(s2["prefetch"]["issued"] == 2);
+}
+
+// What a job process answers: "ERRNO\n" then the plan file as it reads it back.
+struct Answer {
+    int err = -1;
+    nlohmann::json plan;
+};
+Answer parse_answer(const std::string& report) {
+    INFO("the job process said: " << report);
+    const auto nl = report.find('\n');
+    REQUIRE(nl != std::string::npos);
+    return {std::stoi(report.substr(0, nl)), nlohmann::json::parse(report.substr(nl + 1))};
+}
+
+// A job process's body: 'w' writes `text` (in pieces of `piece` bytes; with `fsync`, whose
+// result then counts), 'e' writes an empty plan, anything else only reads; then it reads the
+// plan file back.
+JobProcess::Body plan_writer(const test::Mount& mnt, std::string text, std::size_t piece = 0, bool fsync = false) {
+    return [&mnt, text, piece, fsync](char command) {
+        int err = 0;
+        if (command == 'w') err = fsync ? write_plan_fsync(mnt, text, piece) : write_plan(mnt, text, piece);
+        if (command == 'e') err = write_plan(mnt, "");
+        return std::to_string(err) + "\n" + read_text(mnt / ".tiercache/plan");
+    };
+}
+
+TEST_CASE("two processes writing plans at the same time each get theirs applied and read back their own", "[mount][plan][jobs]") {
+    test::TempDir dir;
+    const path origin = dir / "origin";
+    const Dataset data = make_dataset(origin, 80);
+    const std::size_t samples = data.names.size() + 1;
+    test::Mount mnt(origin, dir / "mnt", {"--dram", "64MiB", "--prefetch-threads", "2"});
+
+    std::vector<std::string> a_order(data.names.begin(), data.names.begin() + 50);
+    std::shuffle(a_order.begin(), a_order.end(), std::mt19937_64(11));
+    const std::size_t b_samples = tiercache::EpochPlan(samples, 5, 1, 1, 2).size();
+    // In small pieces (a WRITE each), so that the two streams interleave.
+    JobProcess a(plan_writer(mnt, lines(a_order), 3));
+    JobProcess b(plan_writer(mnt, "seed=5\nepoch=1\nrank=1\nworld=2\n", 1));
+    a.send('w');
+    b.send('w');
+    const Answer a_said = parse_answer(a.report()), b_said = parse_answer(b.report());
+    INFO("a: " << a_said.plan.dump() << "\nb: " << b_said.plan.dump() << "\nlog: " << mnt.log());
+    CHECK(a_said.err == 0);
+    CHECK(b_said.err == 0);
+    CHECK(a_said.plan["state"] == "active");
+    CHECK(a_said.plan["kind"] == "paths");
+    CHECK(a_said.plan["samples"] == a_order.size());
+    CHECK(a_said.plan["last_error"].is_null());
+    CHECK(b_said.plan["state"] == "active");
+    CHECK(b_said.plan["kind"] == "seed");
+    CHECK(b_said.plan["seed"] == 5);
+    CHECK(b_said.plan["rank"] == 1);
+    CHECK(b_said.plan["world"] == 2);
+    CHECK(b_said.plan["samples"] == b_samples);
+    CHECK(b_said.plan["last_error"].is_null());
+
+    // The cache holds both; this process holds none of its own.
+    const auto s = mnt.stats();
+    INFO(s["plan"].dump());
+    CHECK(s["plan"]["jobs"] == 2);
+    CHECK(s["plan"]["samples"] == a_order.size() + b_samples);
+    CHECK(s["plan"]["active"] == true);
+    CHECK(s["plan"]["state"] == "none");  // the reader's own
+    const auto mine = read_plan(mnt);
+    CHECK(mine["state"] == "none");
+    CHECK(mine["kind"].is_null());
+    CHECK(mine["samples"] == 0);
+    CHECK(mine["jobs"] == 2);
+    // Each reads its own again, and sees both jobs.
+    const Answer a_again = parse_answer(a.run('r')), b_again = parse_answer(b.run('r'));
+    CHECK(a_again.plan["kind"] == "paths");
+    CHECK(a_again.plan["samples"] == a_order.size());
+    CHECK(a_again.plan["jobs"] == 2);
+    CHECK(b_again.plan["kind"] == "seed");
+    CHECK(b_again.plan["jobs"] == 2);
+
+    // Each job's prefetcher follows its plan: every sample of either comes in.
+    std::set<std::string> wanted(a_order.begin(), a_order.end());
+    const tiercache::EpochPlan b_plan(samples, 5, 1, 1, 2);  // named: order() is a view into it
+    for (tiercache::SampleId id : b_plan.order())
+        wanted.insert(id < data.names.size() ? data.names[id] : "sub/inner");
+    nlohmann::json after;
+    CHECK(eventually([&] {
+        after = mnt.stats();
+        return after["tiers"]["dram"]["resident_samples"] == wanted.size() && after["prefetch"]["fetched"] == wanted.size();
+    }));
+    INFO(after.dump());
+    CHECK(after["origin"]["reads"] == wanted.size());  // once each, though both plans hold some
+    a.end();
+    b.end();
+    CHECK(eventually([&] { return plan_jobs(mnt) == 0; }));
+}
+
+TEST_CASE("a process that exits loses its plan within seconds and the others keep theirs", "[mount][plan][jobs]") {
+    test::TempDir dir;
+    const path origin = dir / "origin";
+    const Dataset data = make_dataset(origin, 30);
+    test::Mount mnt(origin, dir / "mnt", {"--dram", "32MiB", "--prefetch-threads", "1"});
+
+    REQUIRE(write_plan(mnt, "f000\nf001\nf002\n") == 0);  // this process: 3 samples
+    REQUIRE(read_plan(mnt)["state"] == "active");
+    JobProcess a(plan_writer(mnt, "f010\nf011\nf012\nf013\nf014\n"));
+    JobProcess b(plan_writer(mnt, "seed=1 epoch=0\n"));
+    REQUIRE(parse_answer(a.run('w')).plan["samples"] == 5);
+    REQUIRE(parse_answer(b.run('w')).plan["samples"] == data.names.size() + 1);
+    CHECK(plan_jobs(mnt) == 3);
+
+    // a exits and is not waited for yet (a zombie): its plan goes all the same.
+    const pid_t a_pid = a.pid();
+    a.end(/*reap*/ false);
+    const auto start = std::chrono::steady_clock::now();
+    CHECK(eventually([&] { return plan_jobs(mnt) == 2; }));
+    const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    CHECK(took < 5.0);
+    a.wait();
+    CHECK(mnt.stats()["plan"]["samples"] == 3 + data.names.size() + 1);
+    // b is killed outright.
+    b.kill(SIGKILL);
+    b.wait();
+    CHECK(eventually([&] { return plan_jobs(mnt) == 1; }));
+    const auto mine = read_plan(mnt);
+    CHECK(mine["state"] == "active");
+    CHECK(mine["samples"] == 3);
+    CHECK(mine["jobs"] == 1);
+    CHECK_THAT(mnt.log(), Catch::Contains("process " + std::to_string(a_pid) + " has exited"));
+
+    // A plan whose writer is gone before it is applied (the idle commit) is dropped.
+    const auto gone = test::run({"sh", "-c", "echo f005 > '" + (mnt / ".tiercache/plan").string() + "'"});
+    CHECK(gone.status == 0);
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    CHECK(eventually([&] { return plan_jobs(mnt) == 1; }));
+}
+
+TEST_CASE("an empty plan removes only the writing process's own plan", "[mount][plan][jobs]") {
+    test::TempDir dir;
+    const path origin = dir / "origin";
+    make_dataset(origin, 20);
+    test::Mount mnt(origin, dir / "mnt", {"--dram", "32MiB"});
+
+    JobProcess other(plan_writer(mnt, "f010\nf011\n"));
+    REQUIRE(parse_answer(other.run('w')).plan["state"] == "active");
+    REQUIRE(write_plan(mnt, "f000\nf001\nf002\nf003\n") == 0);
+    REQUIRE(read_plan(mnt)["samples"] == 4);
+    CHECK(plan_jobs(mnt) == 2);
+    CHECK(mnt.stats()["plan"]["samples"] == 6);
+
+    // Ours goes, theirs stays.
+    REQUIRE(write_plan(mnt, "") == 0);
+    const auto mine = read_plan(mnt);
+    CHECK(mine["state"] == "none");
+    CHECK(mine["jobs"] == 1);
+    const Answer theirs = parse_answer(other.run('r'));
+    CHECK(theirs.plan["state"] == "active");
+    CHECK(theirs.plan["samples"] == 2);
+    CHECK(mnt.stats()["plan"]["samples"] == 2);
+
+    // And the other way round.
+    REQUIRE(write_plan(mnt, "f005\n") == 0);
+    REQUIRE(read_plan(mnt)["samples"] == 1);
+    const Answer cleared = parse_answer(other.run('e'));
+    CHECK(cleared.err == 0);
+    CHECK(cleared.plan["state"] == "none");
+    CHECK(cleared.plan["jobs"] == 1);
+    CHECK(read_plan(mnt)["samples"] == 1);
+    CHECK(plan_jobs(mnt) == 1);
+}
+
+TEST_CASE("two processes writing plans over and over never get each other's EINVAL", "[mount][plan][jobs][errors]") {
+    test::TempDir dir;
+    const path origin = dir / "origin";
+    const Dataset data = make_dataset(origin, 60);
+    test::Mount mnt(origin, dir / "mnt", {"--dram", "64MiB", "--prefetch-threads", "1"});
+
+    // Each: 25 plans, each in pieces of 2 to 5 bytes (lines cut anywhere), fsync'd: every
+    // write and every commit must succeed. A failure names the round and the errno.
+    auto rounds = [&mnt](std::vector<std::string> names, std::uint64_t seed) {
+        return [&mnt, names, seed](char) mutable {
+            std::mt19937_64 rng(seed);
+            std::string failures;
+            for (int round = 0; round < 25; ++round) {
+                std::shuffle(names.begin(), names.end(), rng);
+                const auto n = 1 + rng() % names.size();
+                const std::string text = lines({names.begin(), names.begin() + static_cast<std::ptrdiff_t>(n)});
+                if (const int err = write_plan_fsync(mnt, text, 2 + rng() % 4))
+                    failures += "round " + std::to_string(round) + ": " + std::strerror(err) + "; ";
+            }
+            std::vector<std::string> last(names.begin(), names.begin() + 3);
+            const int err = write_plan_fsync(mnt, lines(last), 2);
+            if (err) failures += std::string("last: ") + std::strerror(err);
+            return std::to_string(failures.empty() ? 0 : 1) + "\n" + read_text(mnt / ".tiercache/plan") + failures;
+        };
+    };
+    JobProcess a(rounds({data.names.begin(), data.names.begin() + 30}, 1));
+    JobProcess b(rounds({data.names.begin() + 30, data.names.end()}, 2));
+    a.send('w');
+    b.send('w');
+    const std::string a_report = a.report(120), b_report = b.report(120);
+    INFO("a: " << a_report << "\nb: " << b_report << "\nlog: " << mnt.log().substr(0, 4000));
+    CHECK(a_report.starts_with("0\n"));
+    CHECK(b_report.starts_with("0\n"));
+    CHECK(a_report.find("\"samples\": 3") != std::string::npos);
+    CHECK(b_report.find("\"samples\": 3") != std::string::npos);
+    CHECK(a_report.find("\"last_error\": null") != std::string::npos);
+    CHECK(b_report.find("\"last_error\": null") != std::string::npos);
+    CHECK(plan_jobs(mnt) == 2);
+    CHECK(mnt.stats()["plan"]["samples"] == 6);
+    CHECK_THAT(mnt.log(), !Catch::Contains("rejected") && !Catch::Contains("replaces one not yet applied"));
+}
+
+TEST_CASE("at most 64 jobs hold plans: the 65th is refused with EINVAL until one ends", "[mount][plan][jobs][errors]") {
+    test::TempDir dir;
+    const path origin = dir / "origin";
+    make_dataset(origin, 70);
+    test::Mount mnt(origin, dir / "mnt", {"--dram", "32MiB", "--prefetch-threads", "1"});
+
+    std::vector<std::unique_ptr<JobProcess>> jobs;
+    for (int i = 0; i < 65; ++i) {
+        char name[16];
+        std::snprintf(name, sizeof name, "f%03d\n", i);
+        jobs.push_back(std::make_unique<JobProcess>(plan_writer(mnt, name, 0, /*fsync*/ true)));
+    }
+    for (int i = 0; i < 64; ++i) {
+        const Answer said = parse_answer(jobs[static_cast<std::size_t>(i)]->run('w'));
+        INFO("job " << i << ": " << said.plan.dump());
+        REQUIRE(said.err == 0);
+        REQUIRE(said.plan["state"] == "active");
+    }
+    CHECK(plan_jobs(mnt) == 64);
+    const Answer refused = parse_answer(jobs[64]->run('w'));
+    INFO(refused.plan.dump());
+    CHECK(refused.err == EINVAL);  // fsync says the commit failed
+    CHECK(refused.plan["state"] == "none");
+    REQUIRE(refused.plan["last_error"].is_string());
+    CHECK_THAT(refused.plan["last_error"].get<std::string>(), Catch::Contains("too many jobs"));
+    CHECK(plan_jobs(mnt) == 64);
+
+    // One ends: its slot is free again once its exit is seen.
+    jobs[0]->end();
+    CHECK(eventually([&] { return plan_jobs(mnt) == 63; }));
+    const Answer taken = parse_answer(jobs[64]->run('w'));
+    CHECK(taken.err == 0);
+    CHECK(taken.plan["state"] == "active");
+    CHECK(taken.plan["last_error"].is_null());
+    CHECK(plan_jobs(mnt) == 64);
+    jobs.clear();  // killed and reaped
+    CHECK(eventually([&] { return plan_jobs(mnt) == 0; }));
+}
+
+TEST_CASE("more than 64 plans pending at once: the oldest is dropped, and says so", "[mount][plan][jobs][errors]") {
+    test::TempDir dir;
+    const path origin = dir / "origin";
+    make_dataset(origin, 60);  // plans of at most 4 x 61 + 16 = 260 lines
+    test::Mount mnt(origin, dir / "mnt", {"--dram", "16MiB", "--prefetch-threads", "0"});
+
+    // 70 threads, each with its own open file (a thread's own open never commits another's
+    // plan), each writing a line every 5 ms (200 at most): none goes idle, so 70 are pending
+    // at once.
+    constexpr int kWriters = 70;
+    std::atomic<int> opened{0};
+    std::atomic<bool> done{false};
+    std::vector<int> first_error(kWriters, 0);
+    std::vector<std::thread> writers;
+    for (int i = 0; i < kWriters; ++i) {
+        writers.emplace_back([&, i] {
+            const int fd = ::open((mnt / ".tiercache/plan").c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC);
+            if (fd < 0) {
+                first_error[static_cast<std::size_t>(i)] = errno;
+                ++opened;
+                return;
+            }
+            ++opened;
+            for (int line = 0; line < 200 && !done; ++line) {
+                if (::write(fd, "f001\n", 5) < 0) {
+                    first_error[static_cast<std::size_t>(i)] = errno;
+                    break;
+                }
+                std::this_thread::sleep_for(std::chrono::milliseconds(5));
+            }
+            ::close(fd);
+        });
+    }
+    while (opened < kWriters) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    done = true;
+    for (auto& t : writers) t.join();
+    int dropped = 0;
+    for (int err : first_error) {
+        INFO("errno " << err << ": " << std::strerror(err));
+        CHECK((err == 0 || err == EINVAL));
+        dropped += err == EINVAL;
+    }
+    CHECK(dropped >= kWriters - 64);
+    CHECK(dropped < kWriters / 2);
+    CHECK_THAT(mnt.log(), Catch::Contains("more than 64 plans pending at once"));
+    // The rest applied (one job: the latest wins), and the mount serves on.
+    CHECK(eventually([&] { return read_plan(mnt)["state"] == "active"; }));
+    CHECK(read_text(mnt / "f001") == read_text(origin / "f001"));
+}
+
+TEST_CASE("overlapping plans of two processes: each prefetcher follows its own readers, forked workers included", "[mount][plan][jobs]") {
+    test::TempDir dir;
+    const path origin = dir / "origin";
+    const Dataset data = make_dataset(origin, 200);
+    // Every read reaches the cache; a window of 4 samples: a window dragged along by the other
+    // job's reads (the same samples in another order) would skip most of its own positions.
+    test::Mount mnt(origin, dir / "mnt", {"--dram", "64MiB", "--kernel-cache", "off", "--prefetch-window", "4",
+                                          "--prefetch-threads", "2"});
+    const std::size_t n = data.names.size();
+
+    // 'w' writes the plan (every file, in an order of its own); 'r' reads that order, from
+    // `workers` forked children (a DataLoader's workers: sample i by worker i % workers), or
+    // from the job itself; 2 ms a sample, as a training step would.
+    auto job = [&mnt, &origin](std::vector<std::string> order, int workers) {
+        return [&mnt, &origin, order, workers](char command) -> std::string {
+            if (command == 'w') {
+                const int err = write_plan(mnt, lines(order));  // before the read-back (a + b: either may go first)
+                return std::to_string(err) + "\n" + read_text(mnt / ".tiercache/plan");
+            }
+            auto read_share = [&](int worker, int of) {
+                std::size_t bad = 0;
+                for (std::size_t i = static_cast<std::size_t>(worker); i < order.size(); i += static_cast<std::size_t>(of)) {
+                    const auto got = test::read_file(mnt / order[i]);
+                    bad += got.error != 0 || got.bytes != test::slurp(origin / order[i]);
+                    std::this_thread::sleep_for(std::chrono::milliseconds(2 * of));
+                }
+                return bad;
+            };
+            if (workers == 0) return std::to_string(read_share(0, 1)) + "\n{}";
+            std::vector<pid_t> pids;
+            for (int w = 0; w < workers; ++w) {
+                const pid_t pid = ::fork();
+                if (pid == 0) ::_exit(read_share(w, workers) == 0 ? 0 : 1);
+                pids.push_back(pid);
+            }
+            int bad = 0;
+            for (pid_t pid : pids) {
+                int status = 0;
+                ::waitpid(pid, &status, 0);
+                bad += !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+            }
+            return std::to_string(bad) + "\n{}";
+        };
+    };
+    std::vector<std::string> a_order = data.names, b_order = data.names;
+    std::shuffle(a_order.begin(), a_order.end(), std::mt19937_64(21));
+    std::shuffle(b_order.begin(), b_order.end(), std::mt19937_64(22));
+    JobProcess a(job(a_order, 0));
+    JobProcess b(job(b_order, 2));
+    REQUIRE(parse_answer(a.run('w')).plan["samples"] == n);
+    REQUIRE(parse_answer(b.run('w')).plan["samples"] == n);
+    REQUIRE(plan_jobs(mnt) == 2);
+    a.send('r');
+    b.send('r');
+    CHECK(parse_answer(a.report(120)).err == 0);  // wrong bytes or errors
+    CHECK(parse_answer(b.report(120)).err == 0);
+    const auto s = wait_prefetched(mnt, n);
+    INFO(s["prefetch"].dump() << " " << s["tiers"]["dram"].dump());
+    // Each prefetcher went through its whole order (dragged windows issue a fraction of it)...
+    CHECK(s["prefetch"]["issued"].get<std::uint64_t>() >= 2 * n * 9 / 10);
+    // ...so nearly every read hits: each sample is fetched once, ahead of the first to want it.
+    CHECK(s["tiers"]["dram"]["misses"].get<std::uint64_t>() <= n / 10);
+    CHECK(s["origin"]["reads"] == n);
 }
