@@ -254,10 +254,14 @@ public:
     // use is its soonest across jobs). The mount keys jobs by the pid writing its plan file;
     // attached clients get theirs from the channel.
     void set_plan(JobId job, std::span<const SampleId> current, std::span<const SampleId> next) {
+        if (client_) throw std::logic_error("set_plan(job, ...) is the owner's: an attached client registers its own with set_plan(plan)");
         next_use_->set(job, current, next);
         log(LogLevel::debug, "plan of job ", job, ": ", current.size(), " samples this epoch", next.empty() ? "" : ", next epoch's known");
     }
-    void remove_plan(JobId job) { next_use_->remove(job); }
+    void remove_plan(JobId job) {
+        if (client_) throw std::logic_error("remove_plan(job) is the owner's: an attached client uses clear_plan()");
+        next_use_->remove(job);
+    }
 
     enum class Prefetched { resident, fetched, raced, rejected };
 

@@ -66,6 +66,8 @@ public:
         return EpochPlan(samples_, seed_, epoch_ + 1, shard_);
     }
 
+    // A view into this plan: keep the plan alive while it is used (not `EpochPlan(...).order()`
+    // as a range-for's range).
     std::span<const SampleId> order() const noexcept { return order_; }
     std::size_t size() const noexcept { return order_.size(); }
     SampleId operator[](std::size_t position) const { return order_[position]; }
