@@ -37,7 +37,7 @@ volatile std::sig_atomic_t stop = 0;
 }  // namespace
 
 int main(int argc, char** argv) {
-    std::string attach, mount, origin, user;
+    std::string attach, mount, origin, user, ready;
     std::uint64_t seed = 1, epochs = 1;
     bool loop = false, plan = false, loader = false;
     unsigned timeout_ms = 2000;
@@ -53,6 +53,7 @@ int main(int argc, char** argv) {
     app.add_flag("--loader", loader, "read through an EpochLoader (attach only)");
     app.add_option("--owner-timeout-ms", timeout_ms, "how long a silent owner is waited for");
     app.add_option("--as-user", user, "UID:GID to become before attaching");
+    app.add_option("--ready", ready, "create this file once the first sample was read (the job is mid-read from then on)");
     CLI11_PARSE(app, argc, argv);
     if (attach.empty() && mount.empty()) {
         std::fprintf(stderr, "give --attach or --mount\n");
@@ -85,6 +86,7 @@ int main(int argc, char** argv) {
                         std::exit(1);
                     }
                     ++samples, bytes += got.size();
+                    if (samples == 1 && !ready.empty()) std::ofstream(ready) << "reading\n";
                 };
                 if (loader) {
                     tiercache::EpochLoader load(cache, order, {.batch = 8, .depth = 4, .threads = 4});

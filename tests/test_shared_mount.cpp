@@ -148,8 +148,12 @@ TEST_CASE("clients killed with kill -9 fifty times never hurt the owner or the o
     Child steady_b(api_job(name, origin, 200, {"--loop", "--loader"}), dir / "b.out");
     std::mt19937 rng(7);
     for (int i = 0; i < 50; ++i) {
-        Child victim(api_job(name, origin, 1000 + static_cast<std::uint64_t>(i), {"--loop", i % 2 ? "--plan" : "--loader"}));
-        std::this_thread::sleep_for(std::chrono::milliseconds(rng() % 60));
+        // Killed mid-read: once it has read its first sample, at a random moment after.
+        const auto ready = dir / ("victim" + std::to_string(i) + ".ready");
+        Child victim(api_job(name, origin, 1000 + static_cast<std::uint64_t>(i),
+                             {"--loop", i % 2 ? "--plan" : "--loader", "--ready", ready.string()}));
+        REQUIRE(eventually([&] { return test::fs::exists(ready); }));
+        std::this_thread::sleep_for(std::chrono::milliseconds(rng() % 40));
         victim.kill(SIGKILL);
         REQUIRE(victim.wait(10) == 128 + SIGKILL);
     }
