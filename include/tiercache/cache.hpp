@@ -263,7 +263,7 @@ public:
         next_use_->remove(job);
     }
 
-    enum class Prefetched { resident, fetched, raced, rejected };
+    enum class Prefetched { resident, fetched, raced, rejected };  // resident must stay 0 (client.hpp)
 
     // Brings `id` into the fastest memory tier whose policy takes it, from nvme or the
     // origin, without counting it as read. Does not wait for a fetch in flight (raced), nor

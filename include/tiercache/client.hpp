@@ -110,9 +110,11 @@ public:
         return done;
     }
 
-    // The owner's Cache::prefetch, as its enum value.
+    // The owner's Cache::prefetch, as its enum value; 0 (resident) without asking, when the
+    // shared dram tier holds it already (a warm epoch's prefetches cost no round trip).
     std::uint32_t prefetch(SampleId id) {
         check_owner();
+        if (slots_[id].state.load() == kResident) return 0;
         return static_cast<std::uint32_t>(request({static_cast<std::uint32_t>(detail::Op::prefetch), 0, id, 0, 0, 0}).a);
     }
 
