@@ -143,6 +143,21 @@ inline CommandResult run(const std::vector<std::string>& argv, int timeout_s = 6
     return result;
 }
 
+// Waits up to `timeout_s` for child `pid` to end: its exit status (128 + signal when killed),
+// and `pid` becomes -1; or -1 when it is still running.
+inline int wait_exit(pid_t& pid, int timeout_s) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+    int status = 0;
+    while (std::chrono::steady_clock::now() < deadline) {
+        if (::waitpid(pid, &status, WNOHANG) == pid) {
+            pid = -1;
+            return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return -1;
+}
+
 // Whether `path` is the root of a FUSE mount right now (from /proc/self/mountinfo).
 inline bool is_mounted(const fs::path& path) {
     std::ifstream info("/proc/self/mountinfo");
@@ -228,18 +243,7 @@ public:
     }
 
 private:
-    int wait_exit(int timeout_s) {
-        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
-        int status = 0;
-        while (std::chrono::steady_clock::now() < deadline) {
-            if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-                pid_ = -1;
-                return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-            }
-            std::this_thread::sleep_for(std::chrono::milliseconds(10));
-        }
-        return -1;
-    }
+    int wait_exit(int timeout_s) { return test::wait_exit(pid_, timeout_s); }
 
     static std::string read_text(const fs::path& p) {
         std::ifstream in(p, std::ios::binary);

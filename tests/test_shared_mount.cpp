@@ -54,18 +54,7 @@ public:
     pid_t pid() const { return pid_; }
     void kill(int sig) const { ::kill(pid_, sig); }
     // The exit status (128 + signal when killed); -1 when it did not end within `timeout_s`.
-    int wait(int timeout_s = 120) {
-        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
-        int status = 0;
-        while (std::chrono::steady_clock::now() < deadline) {
-            if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-                pid_ = -1;
-                return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-            }
-            std::this_thread::sleep_for(std::chrono::milliseconds(5));
-        }
-        return -1;
-    }
+    int wait(int timeout_s = 120) { return test::wait_exit(pid_, timeout_s); }
 
 private:
     pid_t pid_ = -1;
