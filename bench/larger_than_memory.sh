@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Larger than memory: shuffled epochs over a dataset twice the DRAM budget (DESIGN.md section 7).
-# Side by side in one run, each starting cold (page cache dropped), 4 readers, whole files:
+# Side by side in one run, each configuration starting cold (page cache dropped, fresh mount),
+# READERS readers reading whole files:
 #   native     the origin read directly, the reader in a memory cgroup limited to the budget
 #              (the kernel page cache is then an LRU cache of that size)
 #   dram       tiercache-fuse --dram BUDGET (noevict), kernel cache off
@@ -13,144 +14,192 @@
 # charged to it; the rest covers the catalog and page cache of nvme slabs), so no side gets
 # more memory than the budget beyond bookkeeping.
 #
-#   bench/larger_than_memory.sh                 # BUDGET=1GiB, a generated 2 GiB dataset
-#   BUDGET_MIB=512 EPOCHS=3 bench/larger_than_memory.sh [DATASET_DIR]
+# The origin is slow, as the remote store (NFS, object store) a cache stands in front of: an
+# ext4 image on a loop device (direct I/O, so the host's page cache holds no second copy) whose
+# reads are throttled to ORIGIN_MBPS for the readers and the daemon (blkio cgroup). The nvme tier
+# is a folder on the local disk, not throttled. ORIGIN_MBPS=0 reads a folder of the local disk
+# directly instead: then the origin is as fast as the nvme tier (this machine's one disk).
 #
-# Writes a Markdown table to stdout and bench/results/larger_than_memory-<date>.md.
+#   bench/larger_than_memory.sh                 # BUDGET_MIB=512, a generated 1 GiB dataset
+#   BUDGET_MIB=1024 RUNS=1 bench/larger_than_memory.sh [DATASET_DIR]
+#
+# Environment: BUDGET_MIB (512; with a DATASET_DIR, half of it by default), EPOCHS (3),
+# READERS (4), RUNS (3: medians), ORIGIN_MBPS (200), CONFIGS (all six), BUILD_DIR (build),
+# RESULT_JSON (bench/run's summary rows). Needs root (cgroups, drop_caches, loop devices).
+# Writes a Markdown table to stdout and bench/results/larger_than_memory-<date>.md. Mounts,
+# the loop device, the cgroups and the temporary files are removed on every way out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-budget_mib="${BUDGET_MIB:-1024}"
 epochs="${EPOCHS:-3}"
 readers="${READERS:-4}"
+runs="${RUNS:-3}"
+origin_mbps="${ORIGIN_MBPS:-200}"
+configs="${CONFIGS:-native dram dram+nvme lru+nvme plan plan+nvme}"
+build="${BUILD_DIR:-build}"
 dataset="${1:-}"
-tc=build/cache/tiercache
-tc_fuse=build/fuse/tiercache-fuse
-cg=/sys/fs/cgroup/memory
+tc="$build/cache/tiercache"
+tc_fuse="$build/fuse/tiercache-fuse"
+mem_cg=/sys/fs/cgroup/memory
+blk_cg=/sys/fs/cgroup/blkio
+groups=(tc-bench-reader tc-bench-daemon)
 
-[ -d "$cg" ] || { echo "larger_than_memory: no cgroup v1 memory controller at $cg" >&2; exit 1; }
-[ -w /proc/sys/vm/drop_caches ] || { echo "larger_than_memory: needs root (drop_caches, cgroups)" >&2; exit 1; }
+log() { printf 'larger_than_memory: %s\n' "$*" >&2; }
+[ -d "$mem_cg" ] && [ -d "$blk_cg" ] || { log "needs the cgroup v1 memory and blkio controllers ($mem_cg, $blk_cg)"; exit 1; }
+[ -w /proc/sys/vm/drop_caches ] || { log "needs root (drop_caches, cgroups, loop devices)"; exit 1; }
+if [ -n "$dataset" ] && [ ! -d "$dataset" ]; then log "dataset '$dataset' is not a directory"; exit 1; fi
 
 # shellcheck source=scripts/lib/mount.sh
 source scripts/lib/mount.sh
 work=""
 mnt=""
+origin_mnt=""
+loop=""
 cleanup() {
     local status=$?
-    trap - EXIT INT TERM
+    trap - EXIT
+    trap '' INT TERM  # a second Ctrl-C must not cut the cleanup short
     [ -z "$mnt" ] || unmount_safely "$mnt" larger_than_memory
-    for g in tc-bench-reader tc-bench-daemon; do
-        [ -d "$cg/$g" ] && { cat "$cg/$g/cgroup.procs" 2>/dev/null | while read -r p; do echo "$p" > "$cg/cgroup.procs" 2>/dev/null || true; done; rmdir "$cg/$g" 2>/dev/null || true; }
+    local root g p
+    for root in "$mem_cg" "$blk_cg"; do
+        for g in "${groups[@]}"; do
+            [ -d "$root/$g" ] || continue
+            while read -r p; do echo "$p" > "$root/cgroup.procs" 2>/dev/null || true; done < "$root/$g/cgroup.procs"
+            rmdir "$root/$g" 2>/dev/null || log "could not remove the cgroup $root/$g"
+        done
     done
-    if [ -n "$work" ] && ! { [ -n "$mnt" ] && is_mounted "$mnt"; }; then rm -rf "$work"; fi
+    if [ -n "$origin_mnt" ] && mountpoint -q "$origin_mnt"; then umount "$origin_mnt" || umount -l "$origin_mnt"; fi
+    [ -z "$loop" ] || losetup -d "$loop" 2>/dev/null || true
+    if [ -n "$work" ] && ! { [ -n "$mnt" ] && is_mounted "$mnt"; } && ! { [ -n "$origin_mnt" ] && mountpoint -q "$origin_mnt"; }; then
+        rm -rf "$work"
+    fi
+    [ "$status" -eq 0 ] || log "failed (exit status $status)"
     exit "$status"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-log() { printf 'larger_than_memory: %s\n' "$*" >&2; }
 
 if [ ! -x "$tc" ] || [ ! -x "$tc_fuse" ]; then
-    cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >&2
-    cmake --build build -j2 --target tiercache-cli tiercache-fuse >&2
+    [ -f "$build/CMakeCache.txt" ] || cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >&2
+    cmake --build "$build" -j2 --target tiercache-cli tiercache-fuse >&2
 fi
 
-# On the real disk (not /tmp, which may be a tmpfs elsewhere): origin and nvme both live here.
+# On the real disk (not /tmp, which may be a tmpfs elsewhere): the nvme tier lives here.
 work="$(mktemp -d /var/tmp/tiercache-ltm.XXXXXX)"
 mnt="$work/mnt"
-mkdir "$mnt"
-budget=$((budget_mib * 1024 * 1024))
+mkdir "$mnt" "$work/nvme"
 if [ -n "$dataset" ]; then
-    origin="$(realpath "$dataset")"
+    dataset="$(realpath "$dataset")"
+    dataset_bytes="$(du -sb "$dataset" | cut -f1)"
+    budget_mib="${BUDGET_MIB:-$((dataset_bytes / 2 / 1048576))}"
+else
+    budget_mib="${BUDGET_MIB:-512}"
+    dataset_bytes=$((budget_mib * 2 * 1048576))
+fi
+[ "$budget_mib" -ge 16 ] || { log "BUDGET_MIB must be at least 16 (got $budget_mib)"; exit 1; }
+budget=$((budget_mib * 1048576))
+files=$((budget * 2 / (110 * 1024)))
+fill_origin() {  # dir: the dataset, copied or generated into it
+    if [ -n "$dataset" ]; then
+        log "copying $dataset into the origin"
+        cp -a "$dataset/." "$1/"
+        dataset_note="$dataset"
+    else
+        log "generating $files files (~2x the ${budget_mib} MiB budget) into the origin"
+        "$tc" gen "$1" --files "$files" --classes 100 --seed 7 --force >&2
+        dataset_note="tiercache gen --files $files --classes 100 --seed 7"
+    fi
+}
+if [ "$origin_mbps" -gt 0 ]; then
+    # A filesystem of its own on a loop device: the throttle is set on that device only.
+    log "making the origin: an ext4 image on a loop device, reads throttled to $origin_mbps MB/s"
+    truncate -s $((dataset_bytes * 5 / 4 + 256 * 1048576)) "$work/origin.img"
+    mkfs.ext4 -q -F -m 0 "$work/origin.img"
+    loop="$(losetup --find --show --direct-io=on "$work/origin.img")"
+    origin_mnt="$work/origin"
+    mkdir "$origin_mnt"
+    mount -o noatime "$loop" "$origin_mnt"
+    fill_origin "$origin_mnt"
+    mount -o remount,ro "$origin_mnt"
+    origin="$origin_mnt"
+    origin_desc="an ext4 image on a loop device (direct I/O), reads throttled to $origin_mbps MB/s"
 else
     origin="$work/origin"
-    files=$((budget * 2 / (110 * 1024)))
-    log "generating $files files (~2x the ${budget_mib} MiB budget) into $origin"
-    "$tc" gen "$origin" --files "$files" --classes 100 --seed 7 >&2
+    mkdir "$origin"
+    fill_origin "$origin"
+    origin_desc="a folder of the local disk, not throttled (as fast as the nvme tier)"
 fi
+dataset_bytes="$(du -sb "$origin" | cut -f1)"
+origin_dev="$(findmnt -no MAJ:MIN -T "$origin" | tr -d ' ')"
 
-make_cgroup() {  # name limit_bytes
-    mkdir -p "$cg/$1"
-    echo "$2" > "$cg/$1/memory.limit_in_bytes"
-}
+for g in "${groups[@]}"; do mkdir -p "$mem_cg/$g" "$blk_cg/$g"; done
+echo "$budget" > "$mem_cg/tc-bench-reader/memory.limit_in_bytes"
+echo $((budget + 384 * 1048576)) > "$mem_cg/tc-bench-daemon/memory.limit_in_bytes"
+if [ "$origin_mbps" -gt 0 ]; then
+    for g in "${groups[@]}"; do echo "$origin_dev $((origin_mbps * 1000 * 1000))" > "$blk_cg/$g/blkio.throttle.read_bps_device"; done
+fi
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
-run_in() {  # cgroup command...: runs the command with its pid in the cgroup
+run_in() {  # group command...: runs the command in the group's memory and blkio cgroups
     local group=$1
     shift
-    sh -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "$cg/$group" "$@"
+    sh -c 'echo $$ > "$0/cgroup.procs" && echo $$ > "$1/cgroup.procs" && shift && exec "$@"' \
+        "$mem_cg/$group" "$blk_cg/$group" "$@"
 }
 
-results="$work/results.txt"  # lines: config epoch seconds origin_bytes
-make_cgroup tc-bench-reader "$budget"
-make_cgroup tc-bench-daemon $((budget + 384 * 1024 * 1024))
-
-log "native: the origin read in a ${budget_mib} MiB memory cgroup"
-drop_caches
-for e in $(seq "$epochs"); do
-    line="$(run_in tc-bench-reader "$tc" bench read "$origin" --readers "$readers" --seed "$e" --json)"
-    python3 -c 'import json,sys; j=json.loads(sys.argv[2]); print("native", sys.argv[1], j["seconds"], j["storage_read_bytes"])' "$e" "$line" >> "$results"
-done
-
-run_mount() {  # name, then tiercache-fuse options; a name starting "plan" writes the plan
-    local name=$1
-    shift
-    local read_opts=()
-    case "$name" in plan*) read_opts=(--plan) ;; esac
+# One line per (run, config, epoch): run config epoch seconds origin_bytes. Origin bytes are
+# what the reader read from storage (native) or what the daemon read from the origin (its stats).
+results="$work/results.txt"
+nvme_mib=$((budget_mib * 4))
+run_native() {
+    local run=$1 e line
+    drop_caches
+    for e in $(seq "$epochs"); do
+        line="$(run_in tc-bench-reader "$tc" bench read "$origin" --readers "$readers" --seed "$((run * 100 + e))" --json)"
+        python3 -c 'import json, sys
+j = json.loads(sys.argv[3])
+print(sys.argv[1], "native", sys.argv[2], j["seconds"], j["storage_read_bytes"])' "$run" "$e" "$line" >> "$results"
+    done
+}
+run_mount() {  # run config
+    local run=$1 name=$2 e line before after
+    local -a opts=(--dram "${budget_mib}MiB" --kernel-cache off) read_opts=()
+    case "$name" in
+        dram) opts+=(--policy noevict) ;;
+        dram+nvme) opts+=(--policy noevict --nvme "$work/nvme:${nvme_mib}MiB") ;;
+        lru+nvme) opts+=(--policy lru --nvme "$work/nvme:${nvme_mib}MiB") ;;
+        plan) opts+=(--policy plan) read_opts=(--plan) ;;
+        plan+nvme) opts+=(--policy plan --nvme "$work/nvme:${nvme_mib}MiB") read_opts=(--plan) ;;
+    esac
     rm -rf "$work/nvme" && mkdir "$work/nvme"
     drop_caches
-    run_in tc-bench-daemon "$tc_fuse" "$origin" "$mnt" --kernel-cache off "$@"
+    run_in tc-bench-daemon "$tc_fuse" "$origin" "$mnt" "${opts[@]}" --log "$work/fuse.log"
     for _ in $(seq 300); do [ -e "$mnt/.tiercache/stats" ] && break; sleep 0.1; done
-    local before after line
+    [ -e "$mnt/.tiercache/stats" ] || { log "the mount did not come up (see $work/fuse.log)"; exit 1; }
     for e in $(seq "$epochs"); do
         before="$(cat "$mnt/.tiercache/stats")"
-        line="$("$tc" bench read "$mnt" --readers "$readers" --seed "$e" --json "${read_opts[@]}")"
+        line="$("$tc" bench read "$mnt" --readers "$readers" --seed "$((run * 100 + e))" --json "${read_opts[@]}")"
         after="$(cat "$mnt/.tiercache/stats")"
-        python3 - "$name" "$e" "$line" "$before" "$after" >> "$results" <<'EOF'
-import json, sys
-name, e, line, before, after = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4]), json.loads(sys.argv[5])
-print(name, e, line["seconds"], after["origin"]["bytes_read"] - before["origin"]["bytes_read"])
-EOF
+        python3 -c 'import json, sys
+run, name, e, line, before, after = sys.argv[1:4] + [json.loads(a) for a in sys.argv[4:]]
+print(run, name, e, line["seconds"], after["origin"]["bytes_read"] - before["origin"]["bytes_read"])' \
+            "$run" "$name" "$e" "$line" "$before" "$after" >> "$results"
     done
-    cat "$mnt/.tiercache/stats" > "$work/stats-$name.json"
     fusermount3 -u "$mnt"
-    sleep 0.5
+    for _ in $(seq 100); do is_mounted "$mnt" || break; sleep 0.1; done
 }
 
-log "tiercache: dram ${budget_mib} MiB, noevict"
-run_mount dram --dram "${budget_mib}MiB" --policy noevict
-log "tiercache: dram ${budget_mib} MiB + nvme, noevict"
-run_mount dram+nvme --dram "${budget_mib}MiB" --nvme "$work/nvme:$((budget_mib * 4))MiB" --policy noevict
-log "tiercache: dram ${budget_mib} MiB + nvme, lru"
-run_mount lru+nvme --dram "${budget_mib}MiB" --nvme "$work/nvme:$((budget_mib * 4))MiB" --policy lru
-log "tiercache: dram ${budget_mib} MiB, plan written each epoch"
-run_mount plan --dram "${budget_mib}MiB" --policy plan
-log "tiercache: dram ${budget_mib} MiB + nvme, plan written each epoch"
-run_mount plan+nvme --dram "${budget_mib}MiB" --nvme "$work/nvme:$((budget_mib * 4))MiB" --policy plan
+for run in $(seq "$runs"); do
+    for c in $configs; do
+        log "run $run/$runs: $c"
+        if [ "$c" = native ]; then run_native "$run"; else run_mount "$run" "$c"; fi
+    done
+done
 
 mkdir -p bench/results
 report="bench/results/larger_than_memory-$(date -u +%Y%m%d-%H%M%S).md"
-dataset_bytes="$(du -sb "$origin" | cut -f1)"
-python3 - "$results" "$dataset_bytes" "$budget_mib" "$epochs" "$readers" "$(date -u +%Y-%m-%d)" "$(nproc) CPUs, kernel $(uname -r)" > "$report" <<'EOF'
-import sys, collections
-path, dataset, budget, epochs, readers, date, host = sys.argv[1:]
-dataset, epochs = int(dataset), int(epochs)
-rows = collections.OrderedDict()
-for line in open(path):
-    name, e, seconds, origin = line.split()
-    rows.setdefault(name, []).append((float(seconds), int(origin)))
-native = rows["native"]
-print(f"## Larger than memory: {dataset / 2**30:.2f} GiB dataset, {budget} MiB DRAM budget, {epochs} shuffled epochs, {readers} readers")
-print()
-print(f"{date}, {host}; each configuration starts cold; origin bytes: read from storage by the reader (native) or by the daemon (tiercache)")
-print()
-head = " | ".join(f"epoch {i + 1} s" for i in range(epochs))
-print(f"| configuration | {head} | origin bytes / dataset, per epoch | epoch {epochs} time vs native |")
-print("|---|" + "---:|" * epochs + "---|---:|")
-for name, runs in rows.items():
-    times = " | ".join(f"{s:.2f}" for s, _ in runs)
-    origin = ", ".join(f"{o / dataset:.2f}" for _, o in runs)
-    ratio = runs[-1][0] / native[-1][0]
-    print(f"| {name} | {times} | {origin} | {ratio:.2f}x |")
-EOF
+python3 bench/larger_than_memory_report.py "$results" --dataset-bytes "$dataset_bytes" --budget-mib "$budget_mib" \
+    --nvme-mib "$nvme_mib" --readers "$readers" --runs "$runs" --origin "$origin_desc" --note "$dataset_note" \
+    --host "$(date -u +%Y-%m-%d), $(nproc) CPUs, kernel $(uname -r)" ${RESULT_JSON:+--json "$RESULT_JSON"} > "$report"
 cat "$report"
 log "written to $report"

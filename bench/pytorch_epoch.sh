@@ -12,6 +12,9 @@
 # and, by default, the kernel's pages of the mounted files), as it does in use.
 # Each configuration starts cold (a fresh mount) and runs EPOCHS epochs: epoch 1 cold, then
 # warm. Figures are medians over RUNS runs.
+# ORIGIN_MBPS=0 measures the other case, a local dataset: no throttle, no eviction, so the
+# native loader reads the page cache once warm (set COMPUTE_MS=0 too for the loader's top
+# speed in images/s: bench/run does, for its PyTorch workload).
 #
 #   bench/pytorch_epoch.sh                    # FILES=3000 (~320 MiB) generated into /var/tmp
 #   RUNS=1 ORIGIN_MBPS=200 DRAM=160MiB bench/pytorch_epoch.sh [DATASET_DIR]
@@ -21,7 +24,8 @@
 # TIERCACHE_FUSE_OPTS (extra tiercache-fuse options), BUILD_DIR (build).
 # Needs root (cgroups) and /usr/bin/python3 with torch and torchvision
 # (scripts/install-deps --torch). Prints a Markdown table and writes it to
-# bench/results/pytorch_epoch-<date>.md. The mount, the cgroup and the temporary files are
+# bench/results/pytorch_epoch-<date>.md; with RESULT_JSON=FILE also the bench/run summary rows
+# (warm images/s through the mount against the origin). The mount, the cgroup and the temporary files are
 # removed on every way out, Ctrl-C included.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -54,7 +58,9 @@ work=""
 mnt=""
 cleanup() {
     local status=$?
-    trap - EXIT INT TERM
+    # Ignored, not reset: a second Ctrl-C must not cut the cleanup short.
+    trap - EXIT
+    trap '' INT TERM
     [ -z "$mnt" ] || unmount_safely "$mnt" pytorch_epoch
     if [ -d "$cg" ]; then
         while read -r p; do echo "$p" > "$(dirname "$cg")/cgroup.procs" 2>/dev/null || true; done < "$cg/cgroup.procs"
@@ -88,11 +94,13 @@ else
 fi
 dev="$(findmnt -no MAJ:MIN -T "$origin" | tr -d ' ')"
 mkdir -p "$cg"
-echo "$dev $((origin_mbps * 1000 * 1000))" > "$cg/blkio.throttle.read_bps_device"
+# The cgroup counts the disk's bytes either way; it throttles only a slow origin.
+[ "$origin_mbps" -eq 0 ] || echo "$dev $((origin_mbps * 1000 * 1000))" > "$cg/blkio.throttle.read_bps_device"
 run_in_cg() { sh -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "$cg" "$@"; }
 
 results="$work/results.jsonl"
-epoch_args=(--epochs "$epochs" --batch-size "$batch" --workers "$workers" --compute-ms "$compute_ms" --blkio-cgroup "$cg" --evict "$origin")
+epoch_args=(--epochs "$epochs" --batch-size "$batch" --workers "$workers" --compute-ms "$compute_ms" --blkio-cgroup "$cg")
+[ "$origin_mbps" -eq 0 ] || epoch_args+=(--evict "$origin")
 tag() { "$python" -c 'import json, sys
 for line in sys.stdin: r = json.loads(line); r["config"], r["run"] = sys.argv[1], int(sys.argv[2]); print(json.dumps(r))' "$@"; }
 
@@ -119,51 +127,10 @@ done
 
 mkdir -p bench/results
 report="bench/results/pytorch_epoch-$(date -u +%Y%m%d-%H%M%S).md"
-dataset_bytes="$(du -sb "$origin" | cut -f1)"
-"$python" - "$results" "$dataset_bytes" "$dataset_note" "$(date -u +%Y-%m-%d), $(nproc) CPUs, kernel $(uname -r)" \
-    "$origin_mbps" "$dram" "$batch" "$workers" "$compute_ms" "$prefetch_threads" "$runs" > "$report" <<'EOF'
-import json, statistics, sys
-path, dataset, note, host, mbps, dram, batch, workers, compute, pthreads, runs = sys.argv[1:]
-dataset = int(dataset)
-rows = [json.loads(l) for l in open(path)]
-names = {"native": "native: DataLoader(shuffle=True) on the origin",
-         "mount": "tiercache mount, shuffle=True, no plan",
-         "plan": "tiercache mount, TiercacheSampler (plan)"}
-configs = [c for c in names if any(r["config"] == c for r in rows)]
-epochs = sorted({r["epoch"] for r in rows})
-med = lambda c, e, f: statistics.median(f(r) for r in rows if r["config"] == c and r["epoch"] == e)
-n = rows[0]["samples"]
-print(f"## PyTorch epochs over a slow origin: {n} files, {dataset / 2**20:.0f} MiB ({note})")
-print()
-print(f"{host}. Origin: the local disk throttled to {mbps} MB/s (blkio cgroup), its files evicted "
-      f"from the page cache before every epoch. Loop: ImageFolder (raw bytes), DataLoader(batch_size={batch}, num_workers={workers}), "
-      f"{compute} ms of simulated compute per batch. Mount: --dram {dram}, --prefetch-threads {pthreads}. "
-      f"Medians of {runs} runs; each configuration starts cold. Stall = time blocked in next(loader) / epoch time. "
-      f"Origin bytes = bytes read from the disk during the epoch (the cgroup's blkio counter) / dataset bytes.")
-print()
-head = " | ".join(f"epoch {e + 1} s" for e in epochs)
-stall = " | ".join(f"stall {e + 1}" for e in epochs)
-print(f"| configuration | {head} | {stall} | origin bytes / dataset, per epoch | epoch {len(epochs)} vs native |")
-print("|---|" + "---:|" * (2 * len(epochs)) + "---|---:|")
-last = epochs[-1]
-for c in configs:
-    times = " | ".join(f"{med(c, e, lambda r: r['epoch_s']):.2f}" for e in epochs)
-    stalls = " | ".join(f"{med(c, e, lambda r: r['stall']):.0%}" for e in epochs)
-    origin = ", ".join(f"{med(c, e, lambda r: r['disk_read_bytes']) / dataset:.2f}" for e in epochs)
-    ratio = med(c, last, lambda r: r["epoch_s"]) / med("native", last, lambda r: r["epoch_s"])
-    print(f"| {names[c]} | {times} | {stalls} | {origin} | {ratio:.2f}x |")
-compute_s = n / int(batch) * float(compute) / 1000
-print()
-print(f"Compute alone: {compute_s:.2f} s per epoch ({-(-n // int(batch))} batches x {compute} ms).")
-for c in ("mount", "plan"):
-    got = [r for r in rows if r["config"] == c and (r.get("cache") or {}).get("prefetch")]
-    if not got:
-        continue
-    keys = ("issued", "fetched", "resident", "raced")
-    per = "; ".join(f"epoch {e + 1}: " + ", ".join(
-        f"{k} {statistics.median(r['cache']['prefetch'].get(k, 0) for r in got if r['epoch'] == e):g}" for k in keys)
-        for e in epochs)
-    print(f"Prefetch counters, {names[c]} (medians): {per}.")
-EOF
+report_args=(--dataset-bytes "$(du -sb "$origin" | cut -f1)" --note "$dataset_note"
+    --host "$(date -u +%Y-%m-%d), $(nproc) CPUs, kernel $(uname -r)" --origin-mbps "$origin_mbps" --dram "$dram"
+    --batch "$batch" --workers "$workers" --compute-ms "$compute_ms" --prefetch-threads "$prefetch_threads" --runs "$runs")
+[ -z "${RESULT_JSON:-}" ] || report_args+=(--json "$RESULT_JSON")
+"$python" bench/pytorch_report.py "$results" "${report_args[@]}" > "$report"
 cat "$report"
 log "written to $report"

@@ -31,7 +31,7 @@
 #
 # Environment: FILES (3000), CLASSES (100), RUNS (3), JOBS (4), EPOCHS (3), STEP_MS (1),
 # ORIGIN_MBPS (100), DRAM (1GiB: holds the dataset), PRIVATE_ORIGINS (one or copies),
-# BUILD_DIR (build). Needs root (cgroups) and python3. Prints a Markdown table and writes it
+# BUILD_DIR (build), RESULT_JSON (bench/run's summary rows). Needs root (cgroups) and python3. Prints a Markdown table and writes it
 # to bench/results/shared_jobs-<date>.md. Owners, jobs, the cgroup, leftover segments and the
 # temporary files are removed on every way out, Ctrl-C included.
 set -euo pipefail
@@ -251,9 +251,9 @@ mkdir -p bench/results
 report="bench/results/shared_jobs-$(date -u +%Y%m%d-%H%M%S).md"
 dataset_bytes="$(du -sb "$origin" | cut -f1)"
 "$python" - "$work" "$runs" "$jobs_n" "$epochs" "$dataset_bytes" "$dataset_note" \
-    "$(date -u +%Y-%m-%d), $(nproc) CPUs, kernel $(uname -r)" "$origin_mbps" "$dram" "$step_ms" "$private_origins" > "$report" <<'EOF'
+    "$(date -u +%Y-%m-%d), $(nproc) CPUs, kernel $(uname -r)" "$origin_mbps" "$dram" "$step_ms" "$private_origins" "${RESULT_JSON:-}" > "$report" <<'EOF'
 import glob, json, os, re, statistics, sys
-work, runs, jobs, epochs, dataset, note, host, mbps, dram, step_ms, private_origins = sys.argv[1:]
+work, runs, jobs, epochs, dataset, note, host, mbps, dram, step_ms, private_origins, result_json = sys.argv[1:]
 runs, jobs, epochs, dataset = int(runs), int(jobs), int(epochs), int(dataset)
 line_re = re.compile(r"^job seed (\d+) epoch (\d+): (\d+) samples, .* in ([0-9.]+) s, stalled ([0-9.]+)% of the time$")
 problems = []
@@ -333,6 +333,24 @@ per_run = "; ".join(f"{c}: " + ", ".join(f"{m['cold']:.2f}/{m['warm']:.2f}/{m['w
 print(f"Per run (epoch 1 s / epoch {epochs} s / wall s): {per_run}.")
 for p in problems:
     print(f"\n**Problem:** {p}")
+if result_json:
+    # The target: every sample read from the origin once, whatever the number of jobs.
+    out = []
+    for label, key, unit, scale, target in (
+            ("origin bytes / dataset", "origin", "dataset bytes", dataset, "1x the dataset"),
+            ("dram held", "dram", "MiB", 2**20, ""), ("owners' RSS", "rss", "MiB", 2**20, ""),
+            ("epoch 1 (cold) time, median job", "cold", "s", 1, ""),
+            (f"epoch {epochs} (warm) time, median job", "warm", "s", 1, ""),
+            (f"all {jobs} jobs done", "wall", "s", 1, "")):
+        s, p = med("shared", key) / scale, med("private", key) / scale
+        out.append({"measure": f"{label}: one shared cache vs {jobs} private", "ours": s, "baseline": p, "unit": unit,
+                    "ratio": s / p if p else None, "target": target,
+                    "met": (s <= 1.02 and not problems) if target else None})
+    json.dump({"workload": "shared_jobs", "title": f"{jobs} co-located jobs",
+               "setup": f"{jobs} jobs x {epochs} epochs over {samples} files ({dataset / 2**20:.0f} MiB), origin "
+                        f"throttled to {mbps} MB/s, private owners {'on copies' if private_origins == 'copies' else 'on one folder'}; "
+                        f"medians of {runs}" + (f"; PROBLEMS: {'; '.join(problems)}" if problems else ""),
+               "rows": out}, open(result_json, "w"), indent=1)
 EOF
 cat "$report"
 log "written to $report"

@@ -1,0 +1,109 @@
+#!/usr/bin/env python3
+"""The report of bench/larger_than_memory.sh: reads its results (lines "run config epoch seconds
+origin_bytes"), prints the Markdown table (medians
+over the runs) and, with --json FILE, writes bench/run's summary rows. Targets (issue 6): the hit
+rate at least the capacity fraction, and the warm epoch at most 0.5x the memory-limited page
+cache's time.
+"""
+import argparse
+import collections
+import json
+import statistics
+
+DESCRIBE = {
+    "native": "native: page cache in a memory cgroup of the budget",
+    "dram": "dram, noevict",
+    "dram+nvme": "dram + nvme, noevict (no plan)",
+    "lru+nvme": "dram + nvme, LRU",
+    "plan": "dram, plan",
+    "plan+nvme": "dram + nvme, plan",
+}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("results")
+    for name in ("--dataset-bytes", "--budget-mib", "--nvme-mib", "--readers", "--runs"):
+        ap.add_argument(name, type=int, required=True)
+    for name in ("--origin", "--note", "--host"):
+        ap.add_argument(name, required=True)
+    ap.add_argument("--json")
+    a = ap.parse_args()
+
+    # (config, epoch) -> [(seconds, origin_bytes, hit_rate)] over the runs
+    got = collections.defaultdict(list)
+    configs = []
+    for line in open(a.results):
+        _, config, epoch, seconds, origin = line.split()
+        # The same measure for every side: the share of the epoch's bytes not fetched from the
+        # origin (a tier's own hit counters would also count the prefetcher's reads).
+        origin = int(origin)
+        hit_rate = max(0.0, 1 - origin / a.dataset_bytes)
+        got[(config, int(epoch))].append((float(seconds), origin, hit_rate))
+        if config not in configs:
+            configs.append(config)
+    epochs = sorted({e for _, e in got})
+    last = epochs[-1]
+
+    def med(config, epoch, i):
+        return statistics.median(v[i] for v in got[(config, epoch)])
+
+    budget = a.budget_mib * 2**20
+
+    def capacity(config):  # the fraction of the dataset the configuration can hold
+        held = budget + (a.nvme_mib * 2**20 if "nvme" in config else 0)
+        return min(1.0, held / a.dataset_bytes)
+
+    print(f"## Larger than memory: {a.dataset_bytes / 2**30:.2f} GiB dataset, {a.budget_mib} MiB DRAM budget, "
+          f"{len(epochs)} shuffled epochs, {a.readers} readers")
+    print()
+    print(f"{a.host}. Dataset: {a.note}. Origin: {a.origin}. Each configuration starts cold; medians of {a.runs} "
+          "runs. Origin bytes: read from storage by the reader (native) or by the daemon (tiercache). Hit rate: the "
+          "share of the epoch's bytes not read from the origin. Capacity: "
+          f"what the configuration can hold over the dataset (dram {a.budget_mib} MiB, nvme {a.nvme_mib} MiB).")
+    print()
+    times = " | ".join(f"epoch {e} s" for e in epochs)
+    print(f"| configuration | {times} | origin bytes / dataset, per epoch | hit rate, per epoch | capacity "
+          f"| epoch {last} time vs native |")
+    print("|---|" + "---:|" * len(epochs) + "---|---|---:|---:|")
+    for c in configs:
+        t = " | ".join(f"{med(c, e, 0):.2f}" for e in epochs)
+        origin = ", ".join(f"{med(c, e, 1) / a.dataset_bytes:.2f}" for e in epochs)
+        hits = ", ".join(f"{med(c, e, 2):.0%}" for e in epochs)
+        ratio = med(c, last, 0) / med("native", last, 0) if ("native", last) in got else float("nan")
+        print(f"| {DESCRIBE.get(c, c)} | {t} | {origin} | {hits} | {capacity(c):.0%} | {ratio:.2f}x |")
+
+    if not a.json:
+        return
+    rows = []
+
+    def time_row(config, versus, target=""):
+        if (config, last) not in got or (versus, last) not in got:
+            return
+        ours, base = med(config, last, 0), med(versus, last, 0)
+        met = None
+        if target:
+            met = ours / base <= float(target.split()[1].rstrip("x"))
+        rows.append({"measure": f"epoch {last} time: {DESCRIBE[config]} vs {DESCRIBE[versus]}",
+                     "ours": ours, "baseline": base, "unit": "s", "ratio": ours / base, "target": target, "met": met})
+
+    time_row("plan+nvme", "native", "<= 0.5x")
+    time_row("dram+nvme", "native", "<= 0.5x")
+    time_row("plan+nvme", "lru+nvme")
+    for c in ("plan+nvme", "dram+nvme", "plan", "dram", "lru+nvme", "native"):
+        if (c, last) not in got:
+            continue
+        ours, cap = med(c, last, 2), capacity(c)
+        ours_side = c != "native"
+        rows.append({"measure": f"epoch {last} hit rate: {DESCRIBE[c]}, against the capacity fraction",
+                     "ours": ours, "baseline": cap, "unit": "fraction", "better": "higher", "ratio": ours / cap,
+                     "target": ">= capacity" if ours_side else "", "met": ours >= cap - 1e-9 if ours_side else None})
+    json.dump({"workload": "larger_than_memory", "title": "Larger than memory",
+               "setup": f"{a.dataset_bytes / 2**30:.2f} GiB dataset, dram budget {a.budget_mib} MiB (nvme "
+                        f"{a.nvme_mib} MiB), {len(epochs)} shuffled epochs, {a.readers} readers; origin: {a.origin}; "
+                        f"medians of {a.runs}",
+               "rows": rows}, open(a.json, "w"), indent=1)
+
+
+if __name__ == "__main__":
+    main()
