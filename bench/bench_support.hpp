@@ -1,13 +1,21 @@
-// What the benchmark programs share: medians, and a scratch folder removed at the end.
+// What the benchmark programs share: medians, a scratch folder removed at the end, and an
+// origin with a fixed latency per read.
 #pragma once
 #include <stdlib.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
 #include <filesystem>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <system_error>
+#include <thread>
 #include <vector>
+
+#include <tiercache/origin.hpp>
 
 namespace tiercache::bench {
 
@@ -32,6 +40,22 @@ struct TempFolder {
         std::error_code ec;
         std::filesystem::remove_all(path, ec);
     }
+};
+
+// An origin that sleeps `delay` before every read: a remote store's latency, without its CPU.
+// The cache reads a sample whole in one read, so that is one delay per sample fetched.
+class SlowOrigin : public tiercache::Origin {
+public:
+    SlowOrigin(std::filesystem::path root, std::chrono::microseconds delay) : Origin(std::move(root)), delay_(delay) {}
+
+protected:
+    std::size_t read_impl(const std::string& relpath, std::uint64_t offset, std::span<std::byte> dest) override {
+        if (delay_.count() > 0) std::this_thread::sleep_for(delay_);
+        return Origin::read_impl(relpath, offset, dest);
+    }
+
+private:
+    std::chrono::microseconds delay_;
 };
 
 }  // namespace tiercache::bench

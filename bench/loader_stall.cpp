@@ -25,27 +25,13 @@
 namespace {
 
 using tiercache::bench::median;
+using tiercache::bench::SlowOrigin;
 using tiercache::bench::TempFolder;
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
-
-// An origin that sleeps `delay` before every read: a remote store's latency, without its CPU.
-class SlowOrigin : public tiercache::Origin {
-public:
-    SlowOrigin(fs::path root, std::chrono::microseconds delay) : Origin(std::move(root)), delay_(delay) {}
-
-protected:
-    std::size_t read_impl(const std::string& relpath, std::uint64_t offset, std::span<std::byte> dest) override {
-        if (delay_.count() > 0) std::this_thread::sleep_for(delay_);
-        return Origin::read_impl(relpath, offset, dest);
-    }
-
-private:
-    std::chrono::microseconds delay_;
-};
 
 struct Result {
     double epoch_s, stall;
