@@ -406,6 +406,7 @@ int Filesystem::do_open(fuse_ino_t ino, fuse_file_info& fi) const {
         fi.noflush = 1;
     } else {
         fi.direct_io = 1;  // every read reaches the cache
+        fi.noflush = 1;    // a read-only open has nothing to flush at close
     }
     return 0;
 }

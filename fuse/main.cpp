@@ -86,7 +86,10 @@ int main(int argc, char** argv) {
     app.add_option("--config", opt.config_file, "a TOML file with the tier list and any of these options (flags win)");
     app.add_flag("-f,--foreground", opt.foreground, "stay in the foreground (log to stderr)");
     app.add_flag("-d,--debug", opt.debug, "print every FUSE request (implies -f)");
-    app.add_option("--dram", opt.dram, "dram tier size: 512MiB, 2GiB, or 10% of RAM")->capture_default_str();
+    app.add_option("--dram", opt.dram,
+                   "dram tier size: 512MiB, 2GiB, or 10% of RAM; 0: no dram caching (with no other tier, every read "
+                   "the kernel passes on goes to the origin; add --kernel-cache off for a plain passthrough)")
+        ->capture_default_str();
     app.add_option("--pmem", opt.pmem, "pmem tier: DIR:SIZE (a DAX filesystem, or any directory)");
     app.add_option("--cxl", opt.cxl, "cxl tier: NODE:SIZE, memory of a (CPU-less) NUMA node");
     app.add_option("--nvme", opt.nvme, "nvme tier: DIR:SIZE, slab files on a local SSD, warm across restarts");
@@ -115,6 +118,7 @@ int main(int argc, char** argv) {
                    "how many bytes fetched ahead may wait for the reader: 256MiB, 1GiB (default: a quarter of the dram tier, at most 1GiB)");
     CLI11_PARSE(app, argc, argv);
     auto given = [&](const char* name) { return app.count(name) > 0; };
+    bool prefetch_threads_set = given("--prefetch-threads");  // or by the config file, below
 
     // The config file first, then the flags over it.
     tiercache::Config config;
@@ -139,6 +143,7 @@ int main(int argc, char** argv) {
                 if (auto v = file.integer_at(*mount, "prefetch_threads"); v && !given("--prefetch-threads")) {
                     if (*v < 0 || *v > 256) file.fail(*mount->get("prefetch_threads"), "prefetch_threads must be 0 to 256");
                     opt.prefetch_threads = static_cast<unsigned>(*v);
+                    prefetch_threads_set = true;
                 }
                 if (auto v = file.integer_at(*mount, "prefetch_window"); v && !given("--prefetch-window")) {
                     if (*v < 1 || *v > (std::int64_t{1} << 32)) file.fail(*mount->get("prefetch_window"), "prefetch_window must be 1 to 2^32 samples");
@@ -193,12 +198,25 @@ int main(int argc, char** argv) {
     config.origin(origin);
 
     std::unique_ptr<tiercache::Cache> cache;
+    bool caching_off = false;
     try {
         config.validate();
+        // --dram 0 and no other tier: caching off. Nothing is admitted, every READ reads the
+        // origin; prefetching would have nowhere to put what it reads.
+        std::uint64_t capacity = 0;
+        for (const auto& tier : config.tiers()) capacity += tiercache::tier_bytes(tier);
+        caching_off = capacity == 0;
+        if (caching_off && prefetch_threads_set && opt.prefetch_threads > 0)
+            die("--prefetch-threads " + std::to_string(opt.prefetch_threads) +
+                ": nothing to prefetch into with caching off (--dram 0 and no other tier); give 0 or leave it out");
+        if (caching_off) opt.prefetch_threads = 0;
         cache = std::make_unique<tiercache::Cache>(config);
     } catch (const std::exception& e) {
         die(e.what());
     }
+    if (caching_off)
+        tiercache::log(tiercache::LogLevel::info, "caching off (--dram 0, no other tier): every read the kernel passes on reads the origin",
+                       opt.kernel_cache == "on" ? "; the kernel's page cache still keeps what was read (--kernel-cache off: none)" : "");
 
     tiercache::PrefetchOptions prefetch;
     try {

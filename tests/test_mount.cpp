@@ -320,6 +320,64 @@ TEST_CASE("a warm read of a file costs no FUSE request, a cold one a READ per 12
     CHECK(counter(s3, "open") <= 1);  // the first open ever, answered ENOSYS, tells the kernel to stop
 }
 
+TEST_CASE("caching off (--dram 0 and --kernel-cache off) serves the origin's bytes and reads the origin on every pass", "[mount][passthrough]") {
+    test::TempDir dir;
+    const path origin = dir / "origin";
+    std::vector<std::string> names;
+    std::uint64_t total = 0;
+    for (int i = 0; i < 60; ++i) {
+        names.push_back("c" + std::to_string(i % 4) + "/s" + std::to_string(i));
+        const std::size_t size = i == 0 ? 0 : 1000 + static_cast<std::size_t>(i) * 4099;  // an empty one, and some over 128 KiB
+        test::write_file(origin / names.back(), test::make_bytes(700 + i, size));
+        total += size;
+    }
+    test::Mount mnt(origin, dir / "mnt", {"--dram", "0", "--kernel-cache", "off"});
+    CHECK_THAT(mnt.log(), Catch::Contains("caching off"));
+    std::uint64_t reads_before = 0;
+    for (std::uint64_t pass = 1; pass <= 3; ++pass) {
+        INFO("pass " << pass);
+        CHECK(compare_shuffled(mnt.path(), origin, names, 4, 40 + pass) == 0);
+        const auto stats = mnt.stats();
+        // Every byte of every pass came from the origin: nothing was kept, by us or the kernel.
+        CHECK(stats["origin"]["bytes_read"].get<std::uint64_t>() == pass * total);
+        CHECK(stats["tiers"]["dram"]["capacity_bytes"] == 0);
+        CHECK(stats["tiers"]["dram"]["used_bytes"] == 0);
+        CHECK(stats["tiers"]["dram"]["hits"] == 0);
+        CHECK(stats["fuse"]["kernel_cache"] == false);
+        const auto reads = counter(stats, "read");
+        CHECK(reads - reads_before >= names.size());  // every file reached us, each pass
+        reads_before = reads;
+    }
+    CHECK(mnt.stop() == 0);
+}
+
+TEST_CASE("with only --dram 0 the daemon keeps nothing but the kernel page cache still serves warm reads", "[mount][passthrough]") {
+    test::TempDir dir;
+    const path origin = dir / "origin";
+    test::write_file(origin / "c/a.bin", test::make_bytes(1, 110 * 1024));
+    test::write_file(origin / "c/b.bin", test::make_bytes(2, 5000));
+    test::Mount mnt(origin, dir / "mnt", {"--dram", "0"});
+    CHECK_THAT(mnt.log(), Catch::Contains("caching off") && Catch::Contains("--kernel-cache off"));
+    std::vector<nlohmann::json> after;
+    for (int pass = 0; pass < 2; ++pass) {
+        CHECK(test::slurp(mnt / "c/a.bin") == test::slurp(origin / "c/a.bin"));
+        CHECK(test::slurp(mnt / "c/b.bin") == test::slurp(origin / "c/b.bin"));
+        after.push_back(mnt.stats());
+    }
+    CHECK(after[0]["origin"]["bytes_read"] == 110 * 1024 + 5000);  // the first pass: all from the origin
+    CHECK(after[1]["origin"]["bytes_read"] == after[0]["origin"]["bytes_read"]);  // the second: the kernel's
+    CHECK(after[1]["origin"]["reads"] == after[0]["origin"]["reads"]);
+    CHECK(after[1]["tiers"]["dram"]["used_bytes"] == 0);
+
+    // Prefetching has nowhere to put anything with caching off: asking for it is an error.
+    test::fs::create_directories(dir / "mnt2");
+    const auto refused = test::run({test::fuse_binary(), origin.string(), (dir / "mnt2").string(), "--dram", "0",
+                                    "--prefetch-threads", "2"});
+    CHECK(refused.status == 1);
+    CHECK_THAT(refused.output, Catch::Contains("--prefetch-threads 2") && Catch::Contains("caching off"));
+    CHECK_FALSE(test::is_mounted(dir / "mnt2"));
+}
+
 TEST_CASE("without -f the daemon goes to the background once mounted, and fusermount3 -u ends it", "[mount]") {
     test::TempDir dir;
     test::write_file(dir / "origin/x", test::make_bytes(1, 100));
