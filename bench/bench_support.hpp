@@ -49,9 +49,10 @@ public:
     SlowOrigin(std::filesystem::path root, std::chrono::microseconds delay) : Origin(std::move(root)), delay_(delay) {}
 
 protected:
-    std::size_t read_impl(const std::string& relpath, std::uint64_t offset, std::span<std::byte> dest) override {
+    std::size_t read_impl(const std::string& relpath, std::uint64_t offset, std::span<std::byte> dest,
+                          tiercache::AfterRead after) override {
         if (delay_.count() > 0) std::this_thread::sleep_for(delay_);
-        return Origin::read_impl(relpath, offset, dest);
+        return Origin::read_impl(relpath, offset, dest, after);
     }
 
 private:

@@ -10,9 +10,10 @@
 #   plan       --dram BUDGET, each epoch's order written to the plan file first (bench read --plan):
 #              the mount prefetches ahead of the readers and places by next use
 #   plan+nvme  the same plus --nvme
-# The daemon runs in a memory cgroup of BUDGET + 384 MiB (its dram tier lives in /dev/shm pages
-# charged to it; the rest covers the catalog and page cache of nvme slabs), so no side gets
-# more memory than the budget beyond bookkeeping.
+# The daemon runs in a memory cgroup of BUDGET + SLACK_MIB (48 MiB: its dram tier lives in
+# /dev/shm pages charged to it; the slack covers the catalog, its threads and the origin's pages
+# in flight), so no side gets more memory than the budget beyond bookkeeping: a larger slack
+# would let the page cache hold the samples the dram tier turned away, a second cache.
 #
 # The origin is slow, as the remote store (NFS, object store) a cache stands in front of: an
 # ext4 image on a loop device (direct I/O, so the host's page cache holds no second copy) whose
@@ -24,7 +25,7 @@
 #   BUDGET_MIB=1024 RUNS=1 bench/larger_than_memory.sh [DATASET_DIR]
 #
 # Environment: BUDGET_MIB (512; with a DATASET_DIR, half of it by default), EPOCHS (3),
-# READERS (4), RUNS (3: medians), ORIGIN_MBPS (200), CONFIGS (all six), BUILD_DIR (build),
+# READERS (4), RUNS (3: medians), ORIGIN_MBPS (200), SLACK_MIB (48), CONFIGS (all six), BUILD_DIR (build),
 # RESULT_JSON (bench/run's summary rows). Needs root (cgroups, drop_caches, loop devices).
 # Writes a Markdown table to stdout and bench/results/larger_than_memory-<date>.md. Mounts,
 # the loop device, the cgroups and the temporary files are removed on every way out.
@@ -135,7 +136,7 @@ origin_dev="$(findmnt -no MAJ:MIN -T "$origin" | tr -d ' ')"
 
 for g in "${groups[@]}"; do mkdir -p "$mem_cg/$g" "$blk_cg/$g"; done
 echo "$budget" > "$mem_cg/tc-bench-reader/memory.limit_in_bytes"
-echo $((budget + 384 * 1048576)) > "$mem_cg/tc-bench-daemon/memory.limit_in_bytes"
+echo $((budget + ${SLACK_MIB:-48} * 1048576)) > "$mem_cg/tc-bench-daemon/memory.limit_in_bytes"
 if [ "$origin_mbps" -gt 0 ]; then
     for g in "${groups[@]}"; do echo "$origin_dev $((origin_mbps * 1000 * 1000))" > "$blk_cg/$g/blkio.throttle.read_bps_device"; done
 fi
@@ -147,8 +148,9 @@ run_in() {  # group command...: runs the command in the group's memory and blkio
         "$mem_cg/$group" "$blk_cg/$group" "$@"
 }
 
-# One line per (run, config, epoch): run config epoch seconds origin_bytes. Origin bytes are
-# what the reader read from storage (native) or what the daemon read from the origin (its stats).
+# One line per (run, config, epoch): run config epoch seconds origin_bytes dram_hits dram_reads.
+# Origin bytes are what the reader read from storage (native) or what the daemon read from the
+# origin (its stats); the dram tier's hits and reads count the readers' reads only (-1: native).
 results="$work/results.txt"
 nvme_mib=$((budget_mib * 4))
 run_native() {
@@ -158,7 +160,7 @@ run_native() {
         line="$(run_in tc-bench-reader "$tc" bench read "$origin" --readers "$readers" --seed "$((run * 100 + e))" --json)"
         python3 -c 'import json, sys
 j = json.loads(sys.argv[3])
-print(sys.argv[1], "native", sys.argv[2], j["seconds"], j["storage_read_bytes"])' "$run" "$e" "$line" >> "$results"
+print(sys.argv[1], "native", sys.argv[2], j["seconds"], j["storage_read_bytes"], -1, -1)' "$run" "$e" "$line" >> "$results"
     done
 }
 run_mount() {  # run config
@@ -182,7 +184,10 @@ run_mount() {  # run config
         after="$(cat "$mnt/.tiercache/stats")"
         python3 -c 'import json, sys
 run, name, e, line, before, after = sys.argv[1:4] + [json.loads(a) for a in sys.argv[4:]]
-print(run, name, e, line["seconds"], after["origin"]["bytes_read"] - before["origin"]["bytes_read"])' \
+d = lambda f: f(after) - f(before)
+dram = lambda s: s["tiers"][s["tier_order"][0]]
+print(run, name, e, line["seconds"], d(lambda s: s["origin"]["bytes_read"]), d(lambda s: dram(s)["hits"]),
+      d(lambda s: dram(s)["hits"] + dram(s)["misses"]))' \
             "$run" "$name" "$e" "$line" "$before" "$after" >> "$results"
     done
     fusermount3 -u "$mnt"

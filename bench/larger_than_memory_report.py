@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The report of bench/larger_than_memory.sh: reads its results (lines "run config epoch seconds
-origin_bytes"), prints the Markdown table (medians
+origin_bytes dram_hits dram_reads"; the last two are -1 for native), prints the Markdown table (medians
 over the runs) and, with --json FILE, writes bench/run's summary rows. Targets (issue 6): the hit
 rate at least the capacity fraction, and the warm epoch at most 0.5x the memory-limited page
 cache's time.
@@ -34,11 +34,16 @@ def main():
     got = collections.defaultdict(list)
     configs = []
     for line in open(a.results):
-        _, config, epoch, seconds, origin = line.split()
-        # The same measure for every side: the share of the epoch's bytes not fetched from the
-        # origin (a tier's own hit counters would also count the prefetcher's reads).
+        _, config, epoch, seconds, origin, dram_hits, dram_reads = line.split()
+        # The share of the readers' reads served without the origin. With dram alone: the dram
+        # tier's hit rate (its counters see the readers' reads only, not the prefetcher's). With
+        # nvme, whose counters also count the prefetcher's reads, and for the page cache: the
+        # share of the epoch's bytes not read from the origin (a lower bound).
         origin = int(origin)
-        hit_rate = max(0.0, 1 - origin / a.dataset_bytes)
+        if "nvme" in config or int(dram_reads) < 0:
+            hit_rate = max(0.0, 1 - origin / a.dataset_bytes)
+        else:
+            hit_rate = int(dram_hits) / max(1, int(dram_reads))
         got[(config, int(epoch))].append((float(seconds), origin, hit_rate))
         if config not in configs:
             configs.append(config)
@@ -59,7 +64,8 @@ def main():
     print()
     print(f"{a.host}. Dataset: {a.note}. Origin: {a.origin}. Each configuration starts cold; medians of {a.runs} "
           "runs. Origin bytes: read from storage by the reader (native) or by the daemon (tiercache). Hit rate: the "
-          "share of the epoch's bytes not read from the origin. Capacity: "
+          "share of the readers' reads served without the origin (dram alone: the dram tier's hit rate; with nvme, "
+          "and native: the share of the epoch's bytes not read from the origin). Capacity: "
           f"what the configuration can hold over the dataset (dram {a.budget_mib} MiB, nvme {a.nvme_mib} MiB).")
     print()
     times = " | ".join(f"epoch {e} s" for e in epochs)

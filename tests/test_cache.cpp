@@ -2,6 +2,13 @@
 #include <tiercache/tiercache.hpp>
 #include <tiercache/detail/xxh3.hpp>
 
+#include <sys/mman.h>
+#include <sys/vfs.h>
+#include <linux/magic.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <atomic>
 #include <numeric>
 #include <random>
@@ -232,4 +239,56 @@ TEST_CASE("acquire pins a sample zero-copy, and an evicted block waits for its r
     CHECK(dram.used_bytes == 4000);
     CHECK(dram.resident_samples == 1);
     CHECK(cache.resident_checksum(cache.id_of("b.bin")));
+}
+
+namespace {
+
+// How many pages of `path` the kernel page cache holds (mincore over a mapping of the file).
+std::size_t cached_pages(const test::fs::path& path) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    REQUIRE(fd >= 0);
+    const std::size_t size = test::fs::file_size(path);
+    void* map = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
+    ::close(fd);
+    REQUIRE(map != MAP_FAILED);
+    const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+    std::vector<unsigned char> in((size + page - 1) / page);
+    REQUIRE(::mincore(map, size, in.data()) == 0);
+    ::munmap(map, size);
+    return static_cast<std::size_t>(std::count_if(in.begin(), in.end(), [](unsigned char c) { return c & 1; }));
+}
+
+}  // namespace
+
+TEST_CASE("a sample a tier keeps leaves no second copy in the origin's page cache", "[cache]") {
+    test::TempDir dir("/var/tmp");  // a disk filesystem: tmpfs pages are the file, never dropped
+    struct statfs fs {};
+    REQUIRE(::statfs(dir.path().c_str(), &fs) == 0);
+    if (fs.f_type == TMPFS_MAGIC) {
+        WARN("/var/tmp is a tmpfs here: nothing to drop, nothing to check");
+        return;
+    }
+    const test::Bytes kept = test::make_bytes(1, 1 << 20), too_big = test::make_bytes(2, 8 << 20);
+    test::write_file(dir / "kept.bin", kept);
+    test::write_file(dir / "too_big.bin", too_big);
+    ::sync();  // only clean pages can be dropped
+    test::slurp(dir / "kept.bin");
+    test::slurp(dir / "too_big.bin");
+    REQUIRE(cached_pages(dir / "kept.bin") > 0);
+    REQUIRE(cached_pages(dir / "too_big.bin") > 0);
+
+    auto cache = Cache::open(Config{}.origin(dir.path()).dram("4MiB"));
+    test::Bytes buf(kept.size());
+    REQUIRE(cache.read(cache.id_of("kept.bin"), 0, buf) == buf.size());
+    CHECK(buf == kept);
+    CHECK(cache.stats().tiers[0].used_bytes == kept.size());
+    CHECK(cached_pages(dir / "kept.bin") == 0);  // the dram tier holds the one copy
+
+    // No tier can hold too_big.bin (8 MiB > 4 MiB): its reads go to the origin, whose page
+    // cache is then the only cache it has, and stays.
+    test::Bytes big(too_big.size());
+    REQUIRE(cache.read(cache.id_of("too_big.bin"), 0, big) == big.size());
+    CHECK(big == too_big);
+    CHECK(cache.stats().tiers[0].rejections > 0);
+    CHECK(cached_pages(dir / "too_big.bin") > 0);
 }

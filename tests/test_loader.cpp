@@ -51,10 +51,11 @@ public:
         : Origin(std::move(root)), delay_(delay), failing_(std::move(failing)) {}
 
 protected:
-    std::size_t read_impl(const std::string& relpath, std::uint64_t offset, std::span<std::byte> dest) override {
+    std::size_t read_impl(const std::string& relpath, std::uint64_t offset, std::span<std::byte> dest,
+                          tiercache::AfterRead after) override {
         if (delay_.count() > 0) std::this_thread::sleep_for(delay_);
         if (relpath == failing_) fail(EIO, relpath, "injected failure");
-        return Origin::read_impl(relpath, offset, dest);
+        return Origin::read_impl(relpath, offset, dest, after);
     }
 
 private:

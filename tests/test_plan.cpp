@@ -43,13 +43,14 @@ public:
     }
 
 protected:
-    std::size_t read_impl(const std::string& path, std::uint64_t offset, std::span<std::byte> dest) override {
+    std::size_t read_impl(const std::string& path, std::uint64_t offset, std::span<std::byte> dest,
+                          tiercache::AfterRead after) override {
         if (path != free_) {
             std::unique_lock lock(mutex_);
             ++blocked_;
             opened_.wait(lock, [&] { return open_; });
         }
-        return Origin::read_impl(path, offset, dest);
+        return Origin::read_impl(path, offset, dest, after);
     }
 
 private:

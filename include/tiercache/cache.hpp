@@ -653,10 +653,11 @@ private:
         return ref;
     }
 
-    // `whole`: the read must fill dest, or the origin changed under us.
+    // `whole`: the read must fill dest, or the origin changed under us. Whole reads are the
+    // ones a tier keeps, so the origin's page cache gives those pages back.
     std::size_t read_origin(SampleId id, std::uint64_t offset, std::span<std::byte> dest, bool whole) {
         try {
-            const std::size_t n = origin_->read(catalog_.path(id), offset, dest);
+            const std::size_t n = origin_->read(catalog_.path(id), offset, dest, whole ? AfterRead::drop : AfterRead::keep);
             origin_counters_->reads.fetch_add(1, std::memory_order_relaxed);
             origin_counters_->bytes_read.fetch_add(n, std::memory_order_relaxed);
             if (whole && n != dest.size())

@@ -1,6 +1,8 @@
 // The origin: the slow directory the dataset lives in. Read-only, always: nothing here opens
 // it for writing. No descriptor is held per file (ImageNet has 1.28 M files and the open-file
 // limit may be 20,000): each read opens, preads and closes, beneath one directory descriptor.
+// A sample a tier keeps is read with AfterRead::drop: the kernel's copy in the page cache would
+// only hold the same bytes twice (and grow outside the tiers' budgets), so it is given back.
 #pragma once
 #include <cerrno>
 #include <cstdint>
@@ -19,6 +21,9 @@
 
 namespace tiercache {
 
+// What becomes of the origin's pages in the kernel page cache after a read.
+enum class AfterRead { keep, drop };
+
 class Origin {
 public:
     // Throws std::runtime_error naming `root` when it is missing or not a directory.
@@ -32,15 +37,17 @@ public:
 
     // Reads up to dest.size() bytes at `offset` of `relpath`; fewer only at the end of the
     // file. Throws OriginError (with the errno) naming the file.
-    std::size_t read(std::string_view relpath, std::uint64_t offset, std::span<std::byte> dest) {
-        return read_impl(std::string(relpath), offset, dest);
+    std::size_t read(std::string_view relpath, std::uint64_t offset, std::span<std::byte> dest,
+                     AfterRead after = AfterRead::keep) {
+        return read_impl(std::string(relpath), offset, dest, after);
     }
 
     const std::filesystem::path& root() const noexcept { return root_; }
 
 protected:
     // A test double (a slow or failing origin) overrides this.
-    virtual std::size_t read_impl(const std::string& relpath, std::uint64_t offset, std::span<std::byte> dest) {
+    virtual std::size_t read_impl(const std::string& relpath, std::uint64_t offset, std::span<std::byte> dest,
+                                  AfterRead after) {
         detail::UniqueFd fd{detail::open_beneath(fd_.get(), relpath, O_RDONLY | O_NOATIME)};
         if (!fd && errno == EPERM)  // O_NOATIME needs ownership (or CAP_FOWNER)
             fd = detail::UniqueFd{detail::open_beneath(fd_.get(), relpath, O_RDONLY)};
@@ -55,6 +62,9 @@ protected:
             if (n == 0) break;
             done += static_cast<std::size_t>(n);
         }
+        // Advice only: clean pages go, and a failure costs nothing but the memory.
+        if (after == AfterRead::drop)
+            (void)::posix_fadvise(fd.get(), static_cast<off_t>(offset), static_cast<off_t>(done), POSIX_FADV_DONTNEED);
         return done;
     }
 
