@@ -10,10 +10,11 @@
 #   plan       --dram BUDGET, each epoch's order written to the plan file first (bench read --plan):
 #              the mount prefetches ahead of the readers and places by next use
 #   plan+nvme  the same plus --nvme
-# The daemon runs in a memory cgroup of BUDGET + SLACK_MIB (48 MiB: its dram tier lives in
-# /dev/shm pages charged to it; the slack covers the catalog, its threads and the origin's pages
-# in flight), so no side gets more memory than the budget beyond bookkeeping: a larger slack
-# would let the page cache hold the samples the dram tier turned away, a second cache.
+# The daemon runs in a memory cgroup of BUDGET + SLACK_MIB (128 MiB: its dram tier lives in
+# /dev/shm pages charged to it; the slack covers the segment's catalog and slots, its threads'
+# buffers and the origin's pages in flight; 48 MiB got it OOM-killed), so no side gets more
+# memory than the budget beyond bookkeeping: a much larger slack would let the page cache hold
+# the samples the dram tier turned away, a second cache.
 #
 # The origin is slow, as the remote store (NFS, object store) a cache stands in front of: an
 # ext4 image on a loop device (direct I/O, so the host's page cache holds no second copy) whose
@@ -25,7 +26,7 @@
 #   BUDGET_MIB=1024 RUNS=1 bench/larger_than_memory.sh [DATASET_DIR]
 #
 # Environment: BUDGET_MIB (512; with a DATASET_DIR, half of it by default), EPOCHS (3),
-# READERS (4), RUNS (3: medians), ORIGIN_MBPS (200), SLACK_MIB (48), CONFIGS (all six), BUILD_DIR (build),
+# READERS (4), RUNS (3: medians), ORIGIN_MBPS (200), SLACK_MIB (128), CONFIGS (all six), BUILD_DIR (build),
 # RESULT_JSON (bench/run's summary rows). Needs root (cgroups, drop_caches, loop devices).
 # Writes a Markdown table to stdout and bench/results/larger_than_memory-<date>.md. Mounts,
 # the loop device, the cgroups and the temporary files are removed on every way out.
@@ -65,8 +66,12 @@ cleanup() {
     for root in "$mem_cg" "$blk_cg"; do
         for g in "${groups[@]}"; do
             [ -d "$root/$g" ] || continue
-            while read -r p; do echo "$p" > "$root/cgroup.procs" 2>/dev/null || true; done < "$root/$g/cgroup.procs"
-            rmdir "$root/$g" 2>/dev/null || log "could not remove the cgroup $root/$g"
+            for _ in 1 2 3 4 5 6 7 8 9 10; do  # a task killed a moment ago may still be leaving it
+                while read -r p; do echo "$p" > "$root/cgroup.procs" 2>/dev/null || true; done < "$root/$g/cgroup.procs"
+                rmdir "$root/$g" 2>/dev/null && break
+                sleep 0.3
+            done
+            [ ! -d "$root/$g" ] || log "could not remove the cgroup $root/$g"
         done
     done
     if [ -n "$origin_mnt" ] && mountpoint -q "$origin_mnt"; then umount "$origin_mnt" || umount -l "$origin_mnt"; fi
@@ -136,7 +141,7 @@ origin_dev="$(findmnt -no MAJ:MIN -T "$origin" | tr -d ' ')"
 
 for g in "${groups[@]}"; do mkdir -p "$mem_cg/$g" "$blk_cg/$g"; done
 echo "$budget" > "$mem_cg/tc-bench-reader/memory.limit_in_bytes"
-echo $((budget + ${SLACK_MIB:-48} * 1048576)) > "$mem_cg/tc-bench-daemon/memory.limit_in_bytes"
+echo $((budget + ${SLACK_MIB:-128} * 1048576)) > "$mem_cg/tc-bench-daemon/memory.limit_in_bytes"
 if [ "$origin_mbps" -gt 0 ]; then
     for g in "${groups[@]}"; do echo "$origin_dev $((origin_mbps * 1000 * 1000))" > "$blk_cg/$g/blkio.throttle.read_bps_device"; done
 fi
