@@ -96,14 +96,15 @@ def main():
     time_row("plan+nvme", "native", "<= 0.5x")
     time_row("dram+nvme", "native", "<= 0.5x")
     time_row("plan+nvme", "lru+nvme")
+    # The targets are ours, dram + nvme with a plan and without; the other rows are context.
     for c in ("plan+nvme", "dram+nvme", "plan", "dram", "lru+nvme", "native"):
         if (c, last) not in got:
             continue
         ours, cap = med(c, last, 2), capacity(c)
-        ours_side = c != "native"
+        target = c in ("plan+nvme", "dram+nvme")
         rows.append({"measure": f"epoch {last} hit rate: {DESCRIBE[c]}, against the capacity fraction",
                      "ours": ours, "baseline": cap, "unit": "fraction", "better": "higher", "ratio": ours / cap,
-                     "target": ">= capacity" if ours_side else "", "met": ours >= cap - 1e-9 if ours_side else None})
+                     "target": ">= capacity" if target else "", "met": ours >= cap - 1e-9 if target else None})
     json.dump({"workload": "larger_than_memory", "title": "Larger than memory",
                "setup": f"{a.dataset_bytes / 2**30:.2f} GiB dataset, dram budget {a.budget_mib} MiB (nvme "
                         f"{a.nvme_mib} MiB), {len(epochs)} shuffled epochs, {a.readers} readers; origin: {a.origin}; "
