@@ -11,7 +11,7 @@ import json
 import statistics
 
 DESCRIBE = {
-    "native": "native: page cache in a memory cgroup of the budget",
+    "native": "native page cache, memory-limited",
     "dram": "dram, noevict",
     "dram+nvme": "dram + nvme, noevict (no plan)",
     "lru+nvme": "dram + nvme, LRU",

@@ -21,8 +21,9 @@ import os
 import shutil
 import subprocess
 
-# Units where less is better, unless a row says "better": "higher" or "lower".
+# Units where less is better (and stalls), unless a row says "better": "higher" or "lower".
 LOWER_IS_BETTER = {"s", "bytes", "MiB", "dataset bytes"}
+PLOT_RANGE = (0.01, 100)  # times better: a ratio outside is drawn at the edge (a stall of 0 is "infinitely" better)
 
 
 def fmt(value, unit):
@@ -40,20 +41,29 @@ def advantage(row):
     ratio = row.get("ratio")
     if not ratio or row.get("baseline") in (None, 0):
         return None
-    lower = row.get("better", "lower" if row.get("unit") in LOWER_IS_BETTER else "higher") == "lower"
+    default = "lower" if row.get("unit") in LOWER_IS_BETTER or "stall" in row["measure"] else "higher"
+    lower = row.get("better", default) == "lower"
     return 1 / ratio if lower else ratio
 
 
 def plot(rows, path, title):
     """A horizontal bar per measure: times better than its baseline, on a log axis, 1x marked."""
-    points = [(f"{r['workload']}: {r['measure']}", advantage(r)) for r in rows]
-    points = [(label.replace('"', "'"), a) for label, a in points if a]
+    points = []
+    for r in rows:
+        a = advantage(r)
+        if a is None:
+            continue
+        label = f"{r['workload']}: {r['measure']}".replace('"', "'")
+        if len(label) > 90:
+            label = label[:87] + "..."
+        shown = f"{a:.2f}x" if PLOT_RANGE[0] <= a <= PLOT_RANGE[1] else (f"> {PLOT_RANGE[1]:g}x" if a > 1 else f"< {PLOT_RANGE[0]:g}x")
+        points.append((label, min(max(a, PLOT_RANGE[0]), PLOT_RANGE[1]), shown))
     if not points or not shutil.which("gnuplot"):
         return False
     data = path + ".dat"
     with open(data, "w") as f:
-        for i, (label, a) in enumerate(points):
-            f.write(f'{len(points) - 1 - i} {a:.6g} "{label}"\n')  # the first row on top
+        for i, (label, a, shown) in enumerate(points):
+            f.write(f'{len(points) - 1 - i} {a:.6g} "{label}" "{shown}"\n')  # the first row on top
     height = 140 + 26 * len(points)
     script = f"""
 set terminal pngcairo size 1400,{height} font ",10" noenhanced
@@ -61,17 +71,18 @@ set output "{path}"
 set title "{title}"
 set style fill solid 0.7
 set logscale x 10
+set xrange [{PLOT_RANGE[0]}:{PLOT_RANGE[1] * 3}]
 set xlabel "times better than the baseline (log scale; right of 1 = tiercache better)"
 set yrange [-0.7:{len(points) - 0.3}]
 set ytics nomirror
 set grid xtics
 set key off
-set lmargin 90
+set lmargin {max(len(label) for label, _, _ in points) * 0.95 + 2:.0f}
 set arrow from 1, graph 0 to 1, graph 1 nohead lw 2 lc rgb "black"
 # boxxyerror: x y xlow xhigh ylow yhigh, so each bar runs from 1 to its value.
 plot "{data}" using (sqrt($2)):1:($2 < 1 ? $2 : 1):($2 < 1 ? 1 : $2):($1-0.35):($1+0.35):ytic(3) \\
          with boxxyerror lc rgb "#3b75af", \\
-     "{data}" using ($2 < 1 ? 1 : $2):1:(sprintf("%.2fx", $2)) with labels left offset 1,0
+     "{data}" using ($2 < 1 ? 1 : $2):1:4 with labels left offset 1,0
 """
     try:
         subprocess.run(["gnuplot"], input=script, text=True, check=True, capture_output=True)
