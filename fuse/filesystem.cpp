@@ -37,9 +37,13 @@ Filesystem::Filesystem(Cache& cache, MountOptions options)
             [this](JobId job, ParsedPlan plan) { return apply_plan(job, std::move(plan)); },
             [this](JobId job) { remove_plan(job); }) {
     options_.prefetch.validate();
+    if (options_.revalidate_s < 0) throw std::invalid_argument("revalidate period must be 0 or more seconds");
+    cache_.on_change([this](SampleId id) { changed(id); });
 }
 
 Filesystem::~Filesystem() {
+    stop();
+    cache_.on_change({});
     plan_.stop();  // no plan is applied or removed from now on
     std::map<JobId, std::unique_ptr<Prefetcher>> gone;
     {
@@ -50,7 +54,105 @@ Filesystem::~Filesystem() {
     gone.clear();  // their threads end before the cache goes
 }
 
-void Filesystem::start() { plan_.start(); }
+void Filesystem::start() {
+    plan_.start();
+    revalidator_ = std::thread([this] { revalidate_loop(); });
+}
+
+void Filesystem::stop() {
+    {
+        std::lock_guard lock(revalidate_mutex_);
+        revalidate_stop_ = true;
+    }
+    revalidate_wake_.notify_all();
+    if (revalidator_.joinable()) revalidator_.join();
+}
+
+// ---- revalidation ---------------------------------------------------------------------------
+
+void Filesystem::changed(SampleId id) {
+    changes_.fetch_add(1, std::memory_order_relaxed);
+    {
+        std::lock_guard lock(revalidate_mutex_);
+        if (changed_.size() < 65536) changed_.push_back(id);  // beyond: the pass finds them again
+    }
+    revalidate_wake_.notify_all();
+}
+
+void Filesystem::revalidate_loop() {
+    using namespace std::chrono_literals;
+    constexpr auto kTick = 10ms;
+    const std::size_t n = cache_.catalog().size();
+    const double per_tick = options_.revalidate_s > 0 && n > 0
+                                ? std::min(n / options_.revalidate_s, kMaxRevalidationsPerSecond) * std::chrono::duration<double>(kTick).count()
+                                : 0.0;
+    double credit = 0;
+    SampleId next = 0;
+    auto due = std::chrono::steady_clock::now() + kTick;
+    // The nvme index is what makes a restart warm; a daemon killed with kill -9 never saves it
+    // at close, so it is saved every few seconds while it changes.
+    auto save_due = std::chrono::steady_clock::now() + 5s;
+    std::uint64_t saved_changes = 0;
+    auto save_index = [&] {
+        std::uint64_t changes = 0;
+        for (const auto& t : cache_.stats().tiers)
+            if (t.name == "nvme") changes = t.insertions + t.evictions + t.checksum_failures + 1;
+        if (changes == saved_changes) return;
+        try {
+            cache_.flush();
+            saved_changes = changes;
+        } catch (const std::exception& e) {
+            log(LogLevel::warn, "saving the nvme index: ", e.what());
+        }
+    };
+    std::unique_lock lock(revalidate_mutex_);
+    while (!revalidate_stop_) {
+        revalidate_wake_.wait_until(lock, due, [&] { return revalidate_stop_ || !changed_.empty(); });
+        if (revalidate_stop_) break;
+        // Changes first: the kernel drops its pages and attributes of the sample (never from a
+        // request of that inode: invalidating waits for the pages that request holds).
+        while (!changed_.empty()) {
+            const SampleId id = changed_.front();
+            changed_.pop_front();
+            lock.unlock();
+            if (session_ != nullptr) {
+                const int err = fuse_lowlevel_notify_inval_inode(session_, sample_ino(id), 0, 0);
+                if (err != 0 && err != -ENOENT)  // ENOENT: the kernel holds nothing of it
+                    log(LogLevel::warn, "revalidation: could not invalidate the kernel's copy of '", cache_.catalog().path(id),
+                        "': ", std::strerror(-err));
+            }
+            lock.lock();
+        }
+        if (std::chrono::steady_clock::now() < due) continue;
+        due += kTick;
+        if (std::chrono::steady_clock::now() >= save_due) {
+            lock.unlock();
+            save_index();
+            lock.lock();
+            save_due = std::chrono::steady_clock::now() + 5s;
+        }
+        if (per_tick <= 0) {
+            due = std::chrono::steady_clock::now() + 1s;  // only misses' changes to pass on
+            continue;
+        }
+        credit = std::min(credit + per_tick, per_tick + 1);
+        lock.unlock();
+        for (; credit >= 1; credit -= 1) {
+            try {
+                cache_.revalidate(next);  // a change comes back through changed()
+            } catch (const std::exception& e) {
+                log(LogLevel::warn, "revalidation of '", cache_.catalog().path(next), "' failed: ", e.what());
+            }
+            revalidated_.fetch_add(1, std::memory_order_relaxed);
+            if (++next == n) {
+                next = 0;
+                passes_.fetch_add(1, std::memory_order_relaxed);
+            }
+        }
+        lock.lock();
+        if (std::chrono::steady_clock::now() > due + 1s) due = std::chrono::steady_clock::now() + kTick;  // fell behind: no burst
+    }
+}
 
 // ---- the plan -------------------------------------------------------------------------------
 
@@ -184,7 +286,8 @@ struct stat Filesystem::sample_attr(SampleId id) const {
     st.st_blksize = 128 * 1024;  // readers that size their reads by it ask for whole READs
     st.st_uid = uid_;
     st.st_gid = gid_;
-    st.st_mtim = st.st_ctim = st.st_atim = {to_timespec_sec(rec.mtime_ns), to_timespec_nsec(rec.mtime_ns)};
+    const std::int64_t mtime = cache_.catalog().mtime_of(id);  // a rewritten file's new one once revalidated
+    st.st_mtim = st.st_ctim = st.st_atim = {to_timespec_sec(mtime), to_timespec_nsec(mtime)};
     return st;
 }
 
@@ -226,6 +329,10 @@ nlohmann::ordered_json Filesystem::stats_json(JobId job) const {
                  {"kernel_cache", options_.kernel_cache},
                  {"no_open", no_open_.load()},
                  {"control_snapshots", control_.size()}};
+    j["revalidation"] = {{"period_s", options_.revalidate_s},
+                         {"files_checked", revalidated_.load(std::memory_order_relaxed)},
+                         {"passes", passes_.load(std::memory_order_relaxed)},
+                         {"changes", changes_.load(std::memory_order_relaxed)}};
     j["origin"]["path"] = cache_.config().origin().string();
     // The cache's "plan" (active, samples and jobs: every job's), and the reader's own plan
     // as the plan file shows it (state, kind, ..., position, last_error).
@@ -431,7 +538,8 @@ int Filesystem::do_read(fuse_ino_t ino, std::size_t size, off_t offset, Chunk& o
         return 0;
     } catch (const OriginError& e) {
         log(LogLevel::warn, "read of '", cache_.catalog().path(id), "' failed: ", e.what());
-        // A file deleted after the mount: the read fails, the name stays (the catalog is a snapshot).
+        // A file deleted or changed after the mount: the read fails, the name stays (the
+        // catalog is a snapshot; revalidation passes a change on to the kernel).
         return e.errno_value() == ENOENT ? EIO : e.errno_value();
     } catch (const UnknownSample&) {
         return ESTALE;

@@ -14,7 +14,10 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
+#include <thread>
 #include <string>
 #include <sys/stat.h>
 
@@ -49,7 +52,13 @@ struct MountOptions {
     // Reading ahead of the readers in the orders written to .tiercache/plan, a prefetcher per
     // job with a plan, each with these options (threads 0: off).
     PrefetchOptions prefetch;
+    // Every catalogued file is statted once per this many seconds (round-robin, at most
+    // kMaxRevalidationsPerSecond stats a second, so a large dataset's pass takes longer);
+    // 0: no background pass (changes are still noticed by misses).
+    double revalidate_s = 60;
 };
+
+inline constexpr double kMaxRevalidationsPerSecond = 10'000;
 
 class Filesystem {
 public:
@@ -61,6 +70,11 @@ public:
     // Starts the plan file's timer (idle commits, jobs that ended): after fuse_daemonize,
     // whose fork keeps no threads, and before the session loop. Prefetchers start with plans.
     void start();
+    // The session whose kernel caches a change invalidates (fuse_lowlevel_notify_inval_inode):
+    // set before start(). stop() ends the revalidation thread; call it before the session
+    // goes (also done by the destructor).
+    void set_session(fuse_session* se) { session_ = se; }
+    void stop();
 
     static const fuse_lowlevel_ops& operations();
 
@@ -122,6 +136,8 @@ private:
     std::size_t position_of(JobId job) const;  // in its plan, as its prefetcher saw the reads
     void consumed(SampleId id, pid_t reader);  // a READ of `id`: the reader's job's window moves on
     ReaderIds reader_ids(pid_t tid);           // reader_of(tid), remembered for a second
+    void revalidate_loop();                    // the revalidation thread
+    void changed(SampleId id);                 // Cache::on_change: any thread, no lock of the cache held
 
     Cache& cache_;
     const MountOptions options_;
@@ -149,6 +165,19 @@ private:
     std::mutex readers_mutex_;
     std::unordered_map<pid_t, Reader> readers_;  // protected by readers_mutex_
     PlanFile plan_;  // after prefetchers_: destroyed (its timer joined) first
+    // Revalidation: a thread stats the catalog round-robin (Cache::revalidate) and tells the
+    // kernel to drop the pages and attributes of each sample found changed. Lock order:
+    // revalidate_mutex_ alone (changed() is called with no cache lock held, and the thread
+    // lets go of it before calling the cache or the kernel).
+    fuse_session* session_ = nullptr;             // set before start()
+    std::mutex revalidate_mutex_;
+    std::condition_variable revalidate_wake_;
+    std::deque<SampleId> changed_;                // protected by revalidate_mutex_: to invalidate in the kernel
+    bool revalidate_stop_ = false;                // protected by revalidate_mutex_
+    std::atomic<std::uint64_t> revalidated_{0};   // files statted by the pass
+    std::atomic<std::uint64_t> changes_{0};       // samples found changed or gone (by the pass or a miss)
+    std::atomic<std::uint64_t> passes_{0};        // full passes over the catalog done
+    std::thread revalidator_;                     // last: joined (by stop()) before the rest goes
 };
 
 }  // namespace tiercache::fuse

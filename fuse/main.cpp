@@ -40,6 +40,7 @@ struct Options {
     std::size_t prefetch_window = 1024;
     std::string prefetch_bytes;  // empty: a quarter of the dram tier, at most 1 GiB
     std::string share, group;     // a shared cache's name, and who else may attach
+    double revalidate_s = 60;     // a full stat pass over the origin per this many seconds; 0: none
 };
 
 [[noreturn]] void die(const std::string& message) {
@@ -116,6 +117,11 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     app.add_option("--prefetch-bytes", opt.prefetch_bytes,
                    "how many bytes fetched ahead may wait for the reader: 256MiB, 1GiB (default: a quarter of the dram tier, at most 1GiB)");
+    app.add_option("--revalidate", opt.revalidate_s,
+                   "stat every origin file once per this many seconds (at most 10,000 a second), dropping cached copies "
+                   "of files that changed; 0: never (changes are still caught by misses)")
+        ->check(CLI::Range(0.0, 1e9))
+        ->capture_default_str();
     CLI11_PARSE(app, argc, argv);
     auto given = [&](const char* name) { return app.count(name) > 0; };
     bool prefetch_threads_set = given("--prefetch-threads");  // or by the config file, below
@@ -128,7 +134,7 @@ int main(int argc, char** argv) {
             config = file.apply(config);
             if (const toml::table* mount = file.section("mount", {"mountpoint", "foreground", "kernel_cache", "threads", "log",
                                                                   "allow_other", "prefetch_threads", "prefetch_window", "prefetch_bytes",
-                                                                  "share", "group"})) {
+                                                                  "share", "group", "revalidate"})) {
                 if (auto v = file.string_at(*mount, "mountpoint"); v && !given("MOUNTPOINT")) opt.mountpoint = *v;
                 if (auto v = file.bool_at(*mount, "foreground"); v && !given("--foreground")) opt.foreground = *v;
                 if (auto v = file.bool_at(*mount, "kernel_cache"); v && !given("--kernel-cache")) opt.kernel_cache = *v ? "on" : "off";
@@ -148,6 +154,10 @@ int main(int argc, char** argv) {
                 if (auto v = file.integer_at(*mount, "prefetch_window"); v && !given("--prefetch-window")) {
                     if (*v < 1 || *v > (std::int64_t{1} << 32)) file.fail(*mount->get("prefetch_window"), "prefetch_window must be 1 to 2^32 samples");
                     opt.prefetch_window = static_cast<std::size_t>(*v);
+                }
+                if (auto v = file.integer_at(*mount, "revalidate"); v && !given("--revalidate")) {
+                    if (*v < 0) file.fail(*mount->get("revalidate"), "revalidate must be 0 (never) or more seconds");
+                    opt.revalidate_s = static_cast<double>(*v);
                 }
                 if (auto v = file.string_at(*mount, "prefetch_bytes"); v && !given("--prefetch-bytes")) {
                     try {
@@ -230,7 +240,8 @@ int main(int argc, char** argv) {
         die(std::string("--prefetch-bytes: ") + e.what());
     }
 
-    tiercache::fuse::Filesystem filesystem(*cache, {.kernel_cache = opt.kernel_cache == "on", .prefetch = prefetch});
+    tiercache::fuse::Filesystem filesystem(*cache, {.kernel_cache = opt.kernel_cache == "on", .prefetch = prefetch,
+                                                    .revalidate_s = opt.revalidate_s});
 
     // Not "ro" at the VFS: the plan file takes writes. The filesystem refuses every other
     // change itself (EROFS), and the kernel checks permissions (default_permissions).
@@ -255,6 +266,7 @@ int main(int argc, char** argv) {
     tiercache::log(tiercache::LogLevel::info, "mounted ", origin, " at ", mountpoint);
 
     if (fuse_daemonize(opt.foreground ? 1 : 0) != 0) die("cannot go to the background");
+    filesystem.set_session(session.se);
     filesystem.start();  // threads now: the daemon's fork above keeps none
     cache->serve();
 
@@ -264,6 +276,7 @@ int main(int argc, char** argv) {
     fuse_loop_cfg_set_idle_threads(loop, opt.threads);
     const int rc = fuse_session_loop_mt(session.se, loop);
     fuse_loop_cfg_destroy(loop);
+    filesystem.stop();  // no more notifications: the session goes below
     // libfuse reports the signal that ended the loop as its result: that is a clean stop.
     const bool clean = rc == 0 || rc == SIGINT || rc == SIGTERM || rc == SIGHUP;
     tiercache::log(clean ? tiercache::LogLevel::info : tiercache::LogLevel::error, "unmounting ", mountpoint,

@@ -18,11 +18,20 @@
 // origin are also written through to nvme, so a restart finds them. Reads take no lock.
 // Thread-safe: any number of threads may read at once.
 //
+// Consistency with the origin: every origin read checks the file it opened against the
+// catalog's size and mtime (Origin::read with a FileVersion), before and after reading, so a
+// miss never takes bytes of a file that changed; it fails with OriginChanged (EIO) instead,
+// keeps nothing, and revalidates the sample. revalidate(id) stats the file: on a change it
+// drops the sample from every tier and bumps its version (a fetch in flight across the change
+// publishes nothing), and takes the new mtime when the size is the same (later reads get the
+// new bytes); a file deleted, resized or no longer a regular file fails its reads with EIO.
+//
 // Shared (Config::share): the process that opens the cache owns it; other processes join
 // with Cache::attach(name) and read the dram tier straight from the shared segment, asking
 // the owner for the rest (client.hpp, owner.hpp). Every public call below works on both.
 #pragma once
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -97,6 +106,8 @@ public:
         catalog_ = Catalog::place(*segment_, scan);
         origin_counters_ = segment_->construct_array<OriginCounters>("origin.counters", 1);
         fetching_ = segment_->construct_array<std::atomic<std::uint32_t>>("cache.fetching", std::max<std::size_t>(catalog_.size(), 1));
+        versions_ = std::make_unique<std::atomic<std::uint32_t>[]>(std::max<std::size_t>(catalog_.size(), 1));
+        gone_ = std::make_unique<std::atomic<bool>[]>(std::max<std::size_t>(catalog_.size(), 1));
         next_use_ = std::make_unique<NextUse>(catalog_.size());
         for (const TierConfig& t : config_.tiers()) add_tier(t);
         log(LogLevel::info, "catalog: ", catalog_.size(), " samples (", format_size(catalog_.total_bytes()), ") in ",
@@ -196,10 +207,11 @@ public:
             }
             if (fetch.kind == Fetch::nvme) {
                 std::span<std::byte> whole = thread_buffer(size);
-                finish_nvme_fetch(id, whole);
+                finish_nvme_fetch(id, fetch.version, whole);
                 return {{}, part(whole)};
             }
             SampleRef ref = finish_fetch(id, fetch);
+            if (!ref) continue;
             const auto bytes = part(ref.bytes());
             return {std::move(ref), bytes};
         }
@@ -225,12 +237,53 @@ public:
             }
             if (fetch.kind == Fetch::bypass) return {};
             if (fetch.kind == Fetch::nvme) {
-                finish_nvme_fetch(id, thread_buffer(size));
+                finish_nvme_fetch(id, fetch.version, thread_buffer(size));
                 return {};
             }
-            return finish_fetch(id, fetch);
+            if (SampleRef ref = finish_fetch(id, fetch)) return ref;
         }
     }
+
+    // ---- consistency with the origin ------------------------------------------------------
+
+    enum class Revalidated { unchanged, changed, gone };
+
+    // Stats the origin file of `id` against the catalog. Unchanged: nothing happens. Changed
+    // (same size, another mtime): every tier drops the sample and the catalog takes the new
+    // mtime, so the next read fetches the new bytes. Gone (deleted, another size, not a
+    // regular file): every tier drops it, and its reads fail with EIO until the file is back
+    // as catalogued. A change is reported once, to on_change's callback, after the locks are
+    // let go. An attached client's calls do nothing: the owner revalidates.
+    Revalidated revalidate(SampleId id) {
+        check(id);
+        if (client_) return Revalidated::unchanged;
+        struct stat st {};
+        const int err = origin_->stat(catalog_.path(id), st);
+        const bool present = err == 0 && S_ISREG(st.st_mode) && static_cast<std::uint64_t>(st.st_size) == catalog_.size_of(id);
+        const std::int64_t mtime = present ? detail::mtime_ns_of(st) : 0;
+        {
+            std::lock_guard lock(placement_mutex_);
+            const bool was_gone = gone_[id].load();
+            if (present && !was_gone && mtime == catalog_.mtime_of(id)) return Revalidated::unchanged;
+            if (!present && was_gone) return Revalidated::gone;  // known already
+            versions_[id].fetch_add(1);  // before the drops: a fetch in flight keeps nothing now
+            for (auto& tier : memory_)
+                if (tier->resident(id)) tier->evict(id);  // readers that pinned it finish with the old bytes
+            if (nvme_) nvme_->erase(id);
+            if (present) catalog_.set_mtime(id, mtime);
+            gone_[id].store(!present);
+        }
+        log(LogLevel::info, "origin file '", catalog_.path(id), "' ", present ? "changed: cached copies dropped, new bytes from now on"
+                                                                               : "is gone or no longer as catalogued (" +
+                                                                                     std::string(err ? std::strerror(err) : "another size or type") +
+                                                                                     "): cached copies dropped, reads fail with EIO");
+        if (on_change_) on_change_(id);
+        return present ? Revalidated::changed : Revalidated::gone;
+    }
+
+    // Called (from the thread that noticed) with every sample revalidate() found changed or
+    // gone. Set it before the cache is used by other threads.
+    void on_change(std::function<void(SampleId)> callback) { on_change_ = std::move(callback); }
 
     // ---- plans and prefetch ----------------------------------------------------------------
 
@@ -285,7 +338,7 @@ public:
         switch (fetch.kind) {
             case Fetch::wait: return Prefetched::raced;
             case Fetch::bypass: return Prefetched::rejected;
-            case Fetch::nvme: finish_nvme_fetch(id, thread_buffer(size)); return Prefetched::fetched;
+            case Fetch::nvme: finish_nvme_fetch(id, fetch.version, thread_buffer(size)); return Prefetched::fetched;
             case Fetch::memory: finish_fetch(id, fetch); return Prefetched::fetched;
         }
         return Prefetched::rejected;
@@ -562,12 +615,14 @@ private:
     // Reads `id` from nvme into `whole`, then promotes it into the first memory tier that
     // admits it. The nvme copy stays: it is what makes a restart warm.
     NvmeHit read_nvme(SampleId id, std::span<std::byte> whole) {
+        const std::uint32_t version = versions_[id].load();
         if (nvme_->get(id, whole) != NvmeRead::hit) return {};  // absent, or a bad copy dropped: the origin again
         if (!promotion_possible(id, memory_.size())) return {true, {}};
         const auto stored = nvme_->checksum(id);  // the bytes were just verified against it
         const std::uint64_t checksum = stored ? *stored : detail::xxh3(whole);
         std::lock_guard lock(placement_mutex_);
         if (fetching_[id].load() != 0) return {true, {}};
+        if (versions_[id].load() != version) return {true, {}};  // the file changed meanwhile: keep no copy of it
         for (std::size_t k = 0; k < memory_.size(); ++k) {
             if (memory_[k]->resident(id)) return {true, {}};  // promoted by another reader meanwhile
             if (std::byte* bytes = admit_into(k, id)) {
@@ -587,6 +642,7 @@ private:
         enum Kind { wait, memory, nvme, bypass } kind;
         std::size_t tier = 0;
         std::byte* bytes = nullptr;
+        std::uint32_t version = 0;  // the sample's, when the fetch began: publish only if still so
     };
 
     Fetch begin_fetch(SampleId id) {
@@ -596,19 +652,19 @@ private:
             if (memory_[k]->resident(id)) return {Fetch::wait};  // arrived meanwhile: look again
             if (std::byte* bytes = admit_into(k, id)) {
                 fetching_[id].store(1);
-                return {Fetch::memory, k, bytes};
+                return {Fetch::memory, k, bytes, versions_[id].load()};
             }
         }
         for (auto& tier : memory_) tier->counters().rejections.fetch_add(1, std::memory_order_relaxed);
         if (nvme_ && nvme_->admitting() && catalog_.size_of(id) > 0) {
             fetching_[id].store(1);
-            return {Fetch::nvme};
+            return {Fetch::nvme, 0, nullptr, versions_[id].load()};
         }
         return {Fetch::bypass};
     }
 
     // Reads the whole sample from the origin into `whole` and stores it on nvme.
-    void finish_nvme_fetch(SampleId id, std::span<std::byte> whole) {
+    void finish_nvme_fetch(SampleId id, std::uint32_t version, std::span<std::byte> whole) {
         auto done = [&] {
             fetching_[id].store(0);
             fetching_[id].notify_all();
@@ -619,12 +675,16 @@ private:
             done();
             throw;
         }
-        put_nvme(id, whole, detail::xxh3(whole));
+        if (put_nvme(id, whole, detail::xxh3(whole))) {
+            std::lock_guard lock(placement_mutex_);
+            if (versions_[id].load() != version) nvme_->erase(id);  // revalidated meanwhile: not the current bytes
+        }
         done();
     }
 
     // Reads the whole sample from the origin into the reserved block, checksums and
-    // publishes it. On an origin error the block goes back and the error propagates.
+    // publishes it. On an origin error the block goes back and the error propagates. Empty
+    // when the sample was revalidated meanwhile (nothing kept): the caller looks again.
     SampleRef finish_fetch(SampleId id, const Fetch& fetch) {
         MemoryTier& tier = *memory_[fetch.tier];
         const std::uint64_t size = catalog_.size_of(id);
@@ -642,11 +702,16 @@ private:
         const std::uint64_t checksum = detail::xxh3({fetch.bytes, size});
         // Written through to nvme as well, so that a restart finds it warm, and a later
         // demotion from the memory tiers costs no write.
-        if (nvme_) put_nvme(id, {fetch.bytes, size}, checksum);
+        const bool on_nvme = nvme_ && put_nvme(id, {fetch.bytes, size}, checksum);
         SampleRef ref;
         {
             std::lock_guard lock(placement_mutex_);
-            ref = tier.publish(id, fetch.bytes, checksum);
+            if (versions_[id].load() == fetch.version) {
+                ref = tier.publish(id, fetch.bytes, checksum);
+            } else {  // revalidated while we read it: these bytes may be the old ones, keep none of them
+                if (on_nvme) nvme_->erase(id);
+                tier.abort(id, fetch.bytes);
+            }
             fetching_[id].store(0);
         }
         fetching_[id].notify_all();
@@ -657,7 +722,11 @@ private:
     // ones a tier keeps, so the origin's page cache gives those pages back.
     std::size_t read_origin(SampleId id, std::uint64_t offset, std::span<std::byte> dest, bool whole) {
         try {
-            const std::size_t n = origin_->read(catalog_.path(id), offset, dest, whole ? AfterRead::drop : AfterRead::keep);
+            const FileVersion version{catalog_.size_of(id), catalog_.mtime_of(id)};
+            if (gone_[id].load())
+                throw OriginChanged("origin file '" + (config_.origin() / catalog_.path(id)).string() +
+                                    "' is gone or no longer as catalogued (remount to see it as it is now)");
+            const std::size_t n = origin_->read(catalog_.path(id), offset, dest, whole ? AfterRead::drop : AfterRead::keep, &version);
             origin_counters_->reads.fetch_add(1, std::memory_order_relaxed);
             origin_counters_->bytes_read.fetch_add(n, std::memory_order_relaxed);
             if (whole && n != dest.size())
@@ -665,6 +734,10 @@ private:
                                            std::to_string(offset + n) + " bytes, catalogued as " +
                                            std::to_string(catalog_.size_of(id)) + ": it changed since the scan");
             return n;
+        } catch (const OriginChanged&) {
+            origin_counters_->errors.fetch_add(1, std::memory_order_relaxed);
+            revalidate(id);  // no lock is held here: drop stale copies, take the new version
+            throw;
         } catch (const OriginError&) {
             origin_counters_->errors.fetch_add(1, std::memory_order_relaxed);
             throw;
@@ -679,6 +752,11 @@ private:
     Catalog catalog_;
     OriginCounters* origin_counters_ = nullptr;          // in the segment
     std::atomic<std::uint32_t>* fetching_ = nullptr;     // in the segment: 1 while a miss reads the sample
+    // Per sample, this process's: bumped (under placement_mutex_) when revalidate finds its
+    // file changed; a fetch or nvme promotion that began under another version keeps nothing.
+    std::unique_ptr<std::atomic<std::uint32_t>[]> versions_;
+    std::unique_ptr<std::atomic<bool>[]> gone_;          // written under placement_mutex_: the file is not as catalogued
+    std::function<void(SampleId)> on_change_;            // set before use; called with no lock held
     std::unique_ptr<NextUse> next_use_;                  // the plan, for every tier's plan policy (outlives them)
     std::vector<std::unique_ptr<MemoryRegion>> regions_; // one per memory tier
     std::vector<std::unique_ptr<MemoryTier>> memory_;    // fastest first
@@ -686,7 +764,8 @@ private:
     LoaderCounters loader_counters_;
     PrefetchCounters prefetch_counters_;
 
-    // Lock order: placement_mutex_, then a policy's own lock. Readers take neither.
+    // Lock order: placement_mutex_, then a policy's own lock or the nvme tier's index lock.
+    // Readers take neither.
     std::mutex placement_mutex_;  // protects every tier's placement: reserve, publish, evict, demote, promote
 
     // Shared: last, so that the channel stops (and its threads end) before what they use goes.

@@ -11,6 +11,7 @@
 // take about 80 MiB. (The cache adds a 32-byte SampleSlot per sample per memory tier; bench/ measures both.)
 #pragma once
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
@@ -267,6 +268,15 @@ public:
 
     const SampleRecord& sample(SampleId id) const { return samples_[id]; }
     std::uint64_t size_of(SampleId id) const { return samples_[id].size; }
+    // A sample's mtime changes (Cache::revalidate) when its file was rewritten with the same
+    // size; sizes never change. Read it through here, not sample(id).mtime_ns.
+    std::int64_t mtime_of(SampleId id) const {
+        return std::atomic_ref<std::int64_t>(const_cast<std::int64_t&>(samples_[id].mtime_ns)).load(std::memory_order_relaxed);
+    }
+    // The owner's alone (a client maps the catalog read-only), under the cache's placement lock.
+    void set_mtime(SampleId id, std::int64_t mtime_ns) const {
+        std::atomic_ref<std::int64_t>(const_cast<std::int64_t&>(samples_[id].mtime_ns)).store(mtime_ns, std::memory_order_relaxed);
+    }
     std::string_view path(SampleId id) const { return {paths_ + samples_[id].path_offset, samples_[id].path_length}; }
     std::string_view name(SampleId id) const { return basename(path(id)); }
 

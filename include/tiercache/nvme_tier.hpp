@@ -379,7 +379,7 @@ public:
         for (std::size_t i = 0; i < stored.size(); ++i) {
             const auto& [id, loc] = stored[i];
             const SampleRecord& rec = catalog_.sample(id);
-            const detail::NvmeIndexEntry entry{path_hash(catalog_.path(id)), rec.size, rec.mtime_ns, loc.checksum,
+            const detail::NvmeIndexEntry entry{path_hash(catalog_.path(id)), rec.size, catalog_.mtime_of(id), loc.checksum,
                                                std::uint64_t{loc.block} * detail::kNvmeBlock, loc.slab, id};
             std::memcpy(file.data() + first_entry + i * sizeof entry, &entry, sizeof entry);
         }
