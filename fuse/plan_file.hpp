@@ -180,6 +180,11 @@ public:
         if (plan_.kind == ParsedPlan::Kind::seed) {
             for (const char* key : {"seed", "epoch"})
                 if (!has(key)) return fail(EINVAL, 0, std::string("'") + key + "' is required (write seed=N epoch=N)", {});
+            // rank and world are checked together as they come; a rank given without a world is
+            // checked here, against the world of 1 it then has.
+            if (plan_.rank >= plan_.world)
+                return fail(EINVAL, 0, "rank " + std::to_string(plan_.rank) + " is outside a world of " + std::to_string(plan_.world) +
+                                           " (world is 1 unless given: write world=N)", {});
         }
         return 0;
     }

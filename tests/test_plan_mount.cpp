@@ -400,6 +400,7 @@ TEST_CASE("hostile plans fail with the right errno, change nothing, and the moun
         {"drop_last=2", "seed=1 epoch=1 drop_last=2\n", EINVAL, "out of range"},
         {"no epoch (at commit)", "seed=1\n", 0, "'epoch' is required"},
         {"a bad last line without '\\n' (at commit)", "f001\nnot-there", 0, "line 2"},
+        {"a rank without a world (at commit)", "seed=1 epoch=1 rank=1\n", 0, "world is 1 unless given"},  // found by fuzz/fuzz_plan
         {"more ranks than samples with drop_last (at commit)", "seed=1 epoch=1 rank=0 world=1000 drop_last=1", 0, "cannot be split"},
     };
     for (const auto& c : cases) {

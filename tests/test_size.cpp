@@ -28,6 +28,16 @@ TEST_CASE("bad sizes are refused with a message naming them", "[size]") {
     CHECK_THROWS_WITH(parse_size("99999999999TiB"), Catch::Contains("too large"));
 }
 
+// Found by fuzz/fuzz_size: a number beyond a double made std::stod throw std::out_of_range,
+// not the documented std::invalid_argument (a 400-digit size escaped the callers' checks).
+TEST_CASE("numbers beyond a double are refused as too large, tiny ones are 0", "[size]") {
+    CHECK_THROWS_AS(parse_size(std::string(400, '9')), std::invalid_argument);
+    CHECK_THROWS_WITH(parse_size(std::string(400, '9') + "GiB"), Catch::Contains("too large"));
+    CHECK_THROWS_WITH(parse_size(std::string(400, '9') + ".5%", 100), Catch::Contains("too large"));
+    CHECK(parse_size("0." + std::string(400, '0') + "1") == 0);
+    CHECK(parse_size("0." + std::string(400, '0') + "1GiB") == 0);
+}
+
 TEST_CASE("config validation names the bad value", "[config]") {
     using tiercache::Config;
     CHECK_THROWS_WITH(Config{}.validate(), Catch::Contains("origin"));

@@ -26,7 +26,13 @@ inline std::uint64_t parse_size(std::string_view text, std::uint64_t whole = 0) 
         ++digits;
     }
     if (digits == 0 || (digits == 1 && seen_point)) return fail("expected a number, like 512MiB, 2GiB or 10%");
-    const double number = std::stod(std::string(s.substr(0, digits)));
+    const std::string figures(s.substr(0, digits));
+    double number = 0;
+    try {
+        number = std::stod(figures);
+    } catch (const std::out_of_range&) {  // beyond a double: too large, or so small it is 0
+        if (figures.substr(0, figures.find('.')).find_first_not_of('0') != std::string::npos) return fail("too large");
+    }
     std::string unit(s.substr(digits));
     while (!unit.empty() && unit.front() == ' ') unit.erase(0, 1);
     for (auto& c : unit) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
