@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <fstream>
 #include <mutex>
 #include <random>
 #include <set>
@@ -261,12 +262,15 @@ TEST_CASE("a rewritten file's pages and mtime in the kernel's cache are replaced
         rewrite_in_place(origin / name_of(0), b, round);
         ++faults;
         const auto deadline = Clock::now() + std::chrono::seconds(10);
-        Bytes got;
-        while ((got = test::slurp(mnt / name_of(0))) != b && Clock::now() < deadline) {
-            CHECK(got == history.of(0)[history.of(0).size() - 2]);  // the old whole, until then
+        test::ReadResult got;
+        while (((got = test::read_file(mnt / name_of(0))).error != 0 || got.bytes != b) && Clock::now() < deadline) {
+            // The old whole until then, or EIO while the write was seen under way.
+            if (got.error == 0) CHECK(got.bytes == history.of(0)[history.of(0).size() - 2]);
+            else CHECK(got.error == EIO);
             std::this_thread::sleep_for(std::chrono::milliseconds(20));
         }
-        CHECK(got == b);
+        CHECK(got.error == 0);
+        CHECK(got.bytes == b);
         ++verified;
         struct stat st {};
         REQUIRE(::stat((mnt / name_of(0)).c_str(), &st) == 0);
@@ -347,6 +351,49 @@ TEST_CASE("EIO from the origin through the API: the read fails, nothing wrong is
     CHECK(wrong == 0);
     WARN("API, origin EIO: " << fo.injected << " faults injected, " << errors << " reads failed with EIO, " << verified
                              << " reads verified, " << wrong << " wrong");
+}
+
+TEST_CASE("EIO from the origin through the mount (pread failing in the daemon): EIO, the mount stays up, nothing bad kept", "[faults][mount]") {
+    test::TempDir dir;
+    const path origin = dir / "origin";
+    std::vector<std::string> names;
+    for (int i = 0; i < 40; ++i) {
+        names.push_back((i % 4 == 0 ? "eio-" : "ok-") + name_of(i));
+        test::write_file(origin / names.back(), test::make_bytes(static_cast<std::uint64_t>(i) + 500, 50 * 1024));
+    }
+    const path flag = dir / "failing";
+    test::write_file(flag, {});
+    test::Mount mnt(origin, dir / "mnt", {"--dram", "64MiB", "--kernel-cache", "off", "--prefetch-threads", "0"},
+                    {"env", "LD_PRELOAD=" TIERCACHE_FAULT_PRELOAD, "TIERCACHE_FAULT_EIO=/eio-", "TIERCACHE_FAULT_WHILE=" + flag.string()});
+    std::size_t verified = 0, eio = 0, wrong = 0;
+    auto pass = [&](bool failing) {
+        for (const auto& n : names) {
+            const auto got = test::read_file(mnt / n);
+            const bool bad = n.starts_with("eio-") && failing;
+            if (bad && got.error == EIO) ++eio;
+            else if (!bad && got.error == 0 && got.bytes == test::slurp(origin / n)) ++verified;
+            else ++wrong, UNSCOPED_INFO("'" << n << "': " << std::strerror(got.error));
+        }
+    };
+    pass(true);
+    pass(true);
+    const auto injected_lines = [&] {
+        std::ifstream in(flag);
+        std::size_t lines = 0;
+        for (std::string line; std::getline(in, line);) ++lines;
+        return lines;
+    };
+    const std::size_t injected = injected_lines();
+    CHECK(mnt.stats()["origin"]["errors"].get<std::uint64_t>() == injected);
+    test::fs::remove(flag);  // the origin heals: every file reads right, nothing bad was kept
+    pass(false);
+    pass(false);
+    CHECK(wrong == 0);
+    CHECK(eio == 20);
+    CHECK(injected >= eio);
+    CHECK(mnt.stop() == 0);
+    WARN("mount, origin EIO: " << injected << " faults injected (pread in the daemon), " << eio << " reads failed with EIO, "
+                               << verified << " reads verified, " << wrong << " wrong");
 }
 
 namespace {

@@ -31,6 +31,7 @@
 // the owner for the rest (client.hpp, owner.hpp). Every public call below works on both.
 #pragma once
 #include <cstring>
+#include <ctime>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -249,8 +250,8 @@ public:
     enum class Revalidated { unchanged, changed, gone };
 
     // Stats the origin file of `id` against the catalog. Unchanged: nothing happens. Changed
-    // (same size, another mtime): every tier drops the sample and the catalog takes the new
-    // mtime, so the next read fetches the new bytes. Gone (deleted, another size, not a
+    // (same size, another mtime at least a second old): every tier drops the sample and the
+    // catalog takes the new mtime, so the next read fetches the new bytes. Gone (deleted, another size, not a
     // regular file): every tier drops it, and its reads fail with EIO until the file is back
     // as catalogued. A change is reported once, to on_change's callback, after the locks are
     // let go. An attached client's calls do nothing: the owner revalidates.
@@ -259,8 +260,14 @@ public:
         if (client_) return Revalidated::unchanged;
         struct stat st {};
         const int err = origin_->stat(catalog_.path(id), st);
-        const bool present = err == 0 && S_ISREG(st.st_mode) && static_cast<std::uint64_t>(st.st_size) == catalog_.size_of(id);
-        const std::int64_t mtime = present ? detail::mtime_ns_of(st) : 0;
+        const bool same_size = err == 0 && S_ISREG(st.st_mode) && static_cast<std::uint64_t>(st.st_size) == catalog_.size_of(id);
+        const std::int64_t mtime = same_size ? detail::mtime_ns_of(st) : 0;
+        // A new mtime is taken only once it is kSettleNs old: a write still under way (its
+        // mtime is set when it starts) or one to come within the filesystem's timestamp
+        // granularity would otherwise leave the mtime as taken, and torn bytes would pass the
+        // reads' check. Until then the file counts as gone (EIO); a read or the next pass looks again.
+        const bool settled = same_size && (mtime == catalog_.mtime_of(id) || now_ns() - mtime >= kSettleNs);
+        const bool present = same_size && settled;
         {
             std::lock_guard lock(placement_mutex_);
             const bool was_gone = gone_[id].load();
@@ -273,12 +280,19 @@ public:
             if (present) catalog_.set_mtime(id, mtime);
             gone_[id].store(!present);
         }
-        log(LogLevel::info, "origin file '", catalog_.path(id), "' ", present ? "changed: cached copies dropped, new bytes from now on"
-                                                                               : "is gone or no longer as catalogued (" +
-                                                                                     std::string(err ? std::strerror(err) : "another size or type") +
-                                                                                     "): cached copies dropped, reads fail with EIO");
+        log(LogLevel::info, "origin file '", catalog_.path(id), "' ",
+            present ? std::string("changed: cached copies dropped, new bytes from now on")
+                    : "is " + std::string(err ? std::strerror(err) : same_size ? "being changed (mtime under a second old)" : "of another size or type") +
+                          ": cached copies dropped, reads fail with EIO" + (same_size ? " until it settles" : ""));
         if (on_change_) on_change_(id);
         return present ? Revalidated::changed : Revalidated::gone;
+    }
+
+    static constexpr std::int64_t kSettleNs = 1'000'000'000;
+    static std::int64_t now_ns() {
+        timespec t {};
+        ::clock_gettime(CLOCK_REALTIME, &t);
+        return static_cast<std::int64_t>(t.tv_sec) * 1'000'000'000 + t.tv_nsec;
     }
 
     // Called (from the thread that noticed) with every sample revalidate() found changed or
@@ -725,7 +739,7 @@ private:
             const FileVersion version{catalog_.size_of(id), catalog_.mtime_of(id)};
             if (gone_[id].load())
                 throw OriginChanged("origin file '" + (config_.origin() / catalog_.path(id)).string() +
-                                    "' is gone or no longer as catalogued (remount to see it as it is now)");
+                                    "' changed since the scan: gone, resized, or still being written (remount to see it as it is now)");
             const std::size_t n = origin_->read(catalog_.path(id), offset, dest, whole ? AfterRead::drop : AfterRead::keep, &version);
             origin_counters_->reads.fetch_add(1, std::memory_order_relaxed);
             origin_counters_->bytes_read.fetch_add(n, std::memory_order_relaxed);

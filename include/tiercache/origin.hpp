@@ -112,7 +112,7 @@ protected:
         if (::fstat(fd, &st) != 0) fail(errno, relpath, "cannot stat");
         const std::int64_t mtime = static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
         if (S_ISREG(st.st_mode) && static_cast<std::uint64_t>(st.st_size) == expect.size && mtime == expect.mtime_ns) return;
-        throw OriginChanged("origin file '" + (root_ / relpath).string() + "' changed since it was catalogued (" + when +
+        throw OriginChanged("origin file '" + (root_ / relpath).string() + "' changed since the scan (" + when +
                             " the read: " + (S_ISREG(st.st_mode) ? std::to_string(st.st_size) + " bytes, mtime " + std::to_string(mtime)
                                                                  : std::string("not a regular file")) +
                             "; catalogued " + std::to_string(expect.size) + " bytes, mtime " + std::to_string(expect.mtime_ns) + ")");
