@@ -623,3 +623,22 @@ TEST_CASE("nvme: a full disk stops admission with one clear log line; reads keep
         CHECK(got == ds.bytes[next]);
     }
 }
+
+TEST_CASE("nvme: slabs and the index are the owner's alone (mode 0600): they hold the dataset's bytes", "[nvme]") {
+    Dataset ds({5000, 7000});
+    test::TempDir dir;
+    {
+        NvmeTier tier(ds.catalog, dir.path(), 4 * MiB);
+        REQUIRE(ds.put(tier, 0));
+        REQUIRE(ds.put(tier, 1));
+        tier.flush();
+    }
+    int files = 0;
+    for (const auto& entry : test::fs::directory_iterator(dir.path())) {
+        if (!entry.is_regular_file()) continue;
+        INFO(entry.path());
+        CHECK((entry.status().permissions() & test::fs::perms::all) == (test::fs::perms::owner_read | test::fs::perms::owner_write));
+        ++files;
+    }
+    CHECK(files >= 2);  // a slab and the index at least
+}

@@ -636,7 +636,7 @@ private:
             generation = slabs_[s].generation.load() + 1;
         }
         const std::string name = slab_name(s);
-        detail::UniqueFd fd{::openat(dir_fd_.get(), name.c_str(), slab_open_flags() | O_CREAT | O_TRUNC, 0644)};
+        detail::UniqueFd fd{::openat(dir_fd_.get(), name.c_str(), slab_open_flags() | O_CREAT | O_TRUNC, 0600)};
         int err = fd ? detail::reserve_file(fd.get(), slab_bytes_) : errno;
         if (err == 0) err = write_slab_header(fd.get(), s, generation);
         if (err != 0) {

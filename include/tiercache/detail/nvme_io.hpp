@@ -110,7 +110,7 @@ inline void replace_file_atomically(int dir_fd, const std::filesystem::path& dir
         ::unlinkat(dir_fd, temp.c_str(), 0);
         throw std::runtime_error("cannot write '" + (dir / name).string() + "': " + what + ": " + std::strerror(err));
     };
-    UniqueFd fd{::openat(dir_fd, temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)};
+    UniqueFd fd{::openat(dir_fd, temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)};
     if (!fd) fail("create " + temp, errno);
     if (const int err = pwrite_full(fd.get(), bytes, 0)) fail("write", err);
     if (::fsync(fd.get()) != 0) fail("fsync", errno);
