@@ -904,7 +904,7 @@ private:
             return fail("its payload checksum does not match");
 
         slabs.resize(h.slab_count);
-        std::memcpy(slabs.data(), file.data() + sizeof h, slab_part);
+        if (slab_part > 0) std::memcpy(slabs.data(), file.data() + sizeof h, slab_part);  // none: data() may be null
         std::size_t open = 0;
         std::vector<std::uint64_t> seqs;
         for (std::uint32_t s = 0; s < h.slab_count; ++s) {
@@ -927,7 +927,7 @@ private:
         if (std::adjacent_find(seqs.begin(), seqs.end()) != seqs.end()) return fail("two slabs share a FIFO position");
 
         std::vector<detail::NvmeIndexEntry> entries(h.entry_count);
-        std::memcpy(entries.data(), file.data() + sizeof h + slab_part, entries.size() * sizeof(detail::NvmeIndexEntry));
+        if (!entries.empty()) std::memcpy(entries.data(), file.data() + sizeof h + slab_part, entries.size() * sizeof(detail::NvmeIndexEntry));
         for (std::size_t i = 0; i < entries.size(); ++i) {
             const auto& e = entries[i];
             const std::string which = "entry " + std::to_string(i);
