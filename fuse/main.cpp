@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <vector>
 
@@ -17,6 +18,7 @@
 #include <tiercache/tiercache.hpp>
 
 #include "filesystem.hpp"
+#include "mount_options.hpp"
 
 namespace {
 
@@ -51,6 +53,14 @@ struct Options {
 // A mount over a non-empty directory would hide its files: refuse, as mount(8) users expect.
 void check_mountpoint(const std::string& path) {
     struct stat st {};
+    if (::stat(path.c_str(), &st) != 0 && errno == ENOTCONN) {
+        // A FUSE mount whose daemon is gone (a crash, kill -9): nothing can serve it, and it
+        // would keep a restart (systemd's Restart=on-failure, a remount) from mounting again.
+        // Detach it; only root may, others are told how.
+        if (::umount2(path.c_str(), MNT_DETACH) != 0)
+            die("mountpoint '" + path + "': a dead FUSE mount (its daemon is gone): unmount it first (fusermount3 -u " + path + ")");
+        std::fprintf(stderr, "tiercache-fuse: mountpoint '%s': detached a dead FUSE mount left there\n", path.c_str());
+    }
     if (::stat(path.c_str(), &st) != 0) die("mountpoint '" + path + "': " + std::strerror(errno));
     if (!S_ISDIR(st.st_mode)) die("mountpoint '" + path + "': not a directory");
     DIR* dir = ::opendir(path.c_str());
@@ -122,7 +132,36 @@ int main(int argc, char** argv) {
                    "of files that changed; 0: never (changes are still caught by misses)")
         ->check(CLI::Range(0.0, 1e9))
         ->capture_default_str();
-    CLI11_PARSE(app, argc, argv);
+    std::string o_for_help;  // -o is rewritten into the long options above before parsing
+    app.add_option("-o", o_for_help,
+                   "mount options, as mount(8) and fstab give them: each long option as key=value or key "
+                   "(dram=32GiB,nvme=/nvme/tc:800GiB,config=FILE,allow_other); mount's own (nofail, _netdev, "
+                   "noauto, x-systemd.*, ...) are ignored")
+        ->type_name("OPTS");
+    // mount(8) runs its helper /sbin/mount.fuse.tiercache (a symlink to us) with its own flags.
+    tiercache::fuse::MountHelperCall helper;
+    std::vector<std::string> cli_args(argv + 1, argv + argc);
+    try {
+        if (fs::path(argv[0]).filename() == "mount.fuse.tiercache") {
+            helper = tiercache::fuse::parse_mount_helper(cli_args, app);
+            cli_args = helper.args;
+        } else {
+            cli_args = tiercache::fuse::expand_mount_options(cli_args, app);
+        }
+    } catch (const std::invalid_argument& e) {
+        die(e.what());
+    }
+    for (const auto& o : helper.ignored) std::fprintf(stderr, "tiercache-fuse: ignoring unknown mount option '%s' (-s)\n", o.c_str());
+    if (helper.verbose) {
+        std::string line = "tiercache-fuse";
+        for (const auto& a : cli_args) line += " " + a;
+        std::fprintf(stderr, "mount.fuse.tiercache: %s%s\n", line.c_str(), helper.fake ? " (fake: checks only)" : "");
+    }
+    try {
+        app.parse(std::vector<std::string>(cli_args.rbegin(), cli_args.rend()));  // CLI11 takes a vector last-first
+    } catch (const CLI::ParseError& e) {
+        return app.exit(e);
+    }
     auto given = [&](const char* name) { return app.count(name) > 0; };
     bool prefetch_threads_set = given("--prefetch-threads");  // or by the config file, below
 
@@ -206,6 +245,14 @@ int main(int argc, char** argv) {
     if (origin == mountpoint || mountpoint.starts_with(origin + "/"))
         die("mountpoint '" + mountpoint + "' lies inside the origin '" + origin + "'");
     config.origin(origin);
+    if (helper.fake) {  // mount -f: everything checked that can be without building the cache
+        try {
+            config.validate();
+        } catch (const std::exception& e) {
+            die(e.what());
+        }
+        return 0;
+    }
 
     std::unique_ptr<tiercache::Cache> cache;
     bool caching_off = false;
