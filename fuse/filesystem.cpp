@@ -190,6 +190,11 @@ std::size_t Filesystem::apply_plan(JobId job, ParsedPlan parsed) {
                                  " hold plans in this cache already (processes writing the plan file, or attached "
                                  "clients); a process's plan goes when it exits or writes an empty plan");
     }
+    {
+        std::unique_lock lock(jobs_mutex_);
+        auto& counters = job_counters_[job];  // a new plan of the same job counts on
+        if (!counters) counters = std::make_unique<JobCounters>();
+    }
     if (options_.prefetch.threads() == 0) return plan.size();
     Prefetcher* prefetcher;
     {
@@ -215,6 +220,8 @@ void Filesystem::remove_plan(JobId job) {
     }
     gone.reset();  // its threads end (a fetch in flight finishes) without holding up reads
     cache_.remove_plan(job);
+    std::unique_lock lock(jobs_mutex_);
+    job_counters_.erase(job);  // its series end with its plan
 }
 
 std::size_t Filesystem::position_of(JobId job) const {
@@ -228,8 +235,7 @@ std::size_t Filesystem::position_of(JobId job) const {
 // other orders) would drag it past what its own reader still needs. The reader's job is its
 // process's, or its parent's (DataLoader workers); a read no job can be told for (a reader in
 // another PID namespace, or one whose plan some other process writes) moves every window.
-void Filesystem::consumed(SampleId id, pid_t reader) {
-    const ReaderIds ids = reader_ids(reader);
+void Filesystem::consumed(SampleId id, ReaderIds ids) {
     std::shared_lock lock(prefetch_mutex_);
     for (const JobId job : {ids.process, ids.parent}) {
         if (job == 0) continue;
@@ -239,6 +245,23 @@ void Filesystem::consumed(SampleId id, pid_t reader) {
         }
     }
     for (const auto& [job, prefetcher] : prefetchers_) prefetcher->consumed(id);
+}
+
+void Filesystem::count_read(ReaderIds reader, std::size_t bytes, bool waited, std::chrono::steady_clock::duration took) {
+    std::shared_lock lock(jobs_mutex_);
+    JobCounters* c = &other_reads_;
+    for (const JobId job : {reader.process, reader.parent}) {
+        if (job == 0) continue;
+        if (const auto it = job_counters_.find(job); it != job_counters_.end()) {
+            c = it->second.get();
+            break;
+        }
+    }
+    c->reads.fetch_add(1, std::memory_order_relaxed);
+    c->bytes.fetch_add(bytes, std::memory_order_relaxed);
+    if (!waited) return;
+    c->stalls.fetch_add(1, std::memory_order_relaxed);
+    c->stall_ns.fetch_add(static_cast<std::uint64_t>(std::chrono::nanoseconds(took).count()), std::memory_order_relaxed);
 }
 
 ReaderIds Filesystem::reader_ids(pid_t tid) {
@@ -340,9 +363,43 @@ nlohmann::ordered_json Filesystem::stats_json(JobId job) const {
     const nlohmann::ordered_json mine = plan_.json(job, position_of(job), plan.value("jobs", std::size_t{0}));
     for (const auto& [key, value] : mine.items())
         if (!plan.contains(key)) plan[key] = value;
+    // Per job, the READs that reached the daemon (the same counters as the metrics').
+    nlohmann::ordered_json jobs = nlohmann::ordered_json::object();
+    for (const JobReads& r : job_reads())
+        jobs[r.job] = {{"reads", r.reads}, {"bytes", r.bytes}, {"hits", r.reads - r.stalls}, {"stalls", r.stalls},
+                       {"stall_seconds", r.stall_seconds}};
+    j["jobs"] = jobs;
     j["uptime_s"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
     j["version"] = TIERCACHE_VERSION;
     return j;
+}
+
+std::vector<JobReads> Filesystem::job_reads() const {
+    std::vector<JobReads> out;
+    auto add = [&](std::string job, const JobCounters& c) {
+        // stalls first: a READ counted between the loads never shows more stalls than reads
+        const std::uint64_t stalls = c.stalls.load(std::memory_order_relaxed);
+        out.push_back({std::move(job), std::max(c.reads.load(std::memory_order_relaxed), stalls),
+                       c.bytes.load(std::memory_order_relaxed), stalls,
+                       static_cast<double>(c.stall_ns.load(std::memory_order_relaxed)) / 1e9});
+    };
+    {
+        std::shared_lock lock(jobs_mutex_);
+        for (const auto& [job, counters] : job_counters_) add(std::to_string(job), *counters);
+    }
+    add("none", other_reads_);
+    return out;
+}
+
+std::string Filesystem::metrics_text() const {
+    MetricsInput in;
+    in.stats = cache_.stats();
+    in.jobs = job_reads();
+    for (std::size_t i = 0; i < kOpNames.size(); ++i) in.requests.emplace_back(kOpNames[i], requests_[i].load(std::memory_order_relaxed));
+    in.uptime_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+    in.version = TIERCACHE_VERSION;
+    in.mount = options_.mountpoint;
+    return render_metrics(in);
 }
 
 fuse_ino_t Filesystem::new_snapshot(ControlFile file, struct stat& attr, pid_t requester) {
@@ -350,7 +407,8 @@ fuse_ino_t Filesystem::new_snapshot(ControlFile file, struct stat& attr, pid_t r
     // Anyone else's look (another rank, an ls) must not cut a stream still arriving.
     if (file == ControlFile::plan) plan_.commit_by(requester);
     const JobId job = process_of(requester).job;  // the reader's: its own plan is what it sees
-    std::string text = (file == ControlFile::plan ? plan_json(job) : stats_json(job)).dump(2) + "\n";
+    std::string text = file == ControlFile::metrics ? metrics_text()
+                       : (file == ControlFile::plan ? plan_json(job) : stats_json(job)).dump(2) + "\n";
     const std::size_t size = text.size();
     const fuse_ino_t ino = control_.add_snapshot(std::move(text), file);
     attr = snapshot_attr(ino, size, file);
@@ -387,6 +445,7 @@ int Filesystem::do_lookup(fuse_ino_t parent, const char* name, fuse_entry_param&
         ControlFile file;
         if (n == ControlFolder::kStatsName) file = ControlFile::stats;
         else if (n == ControlFolder::kPlanName) file = ControlFile::plan;
+        else if (n == ControlFolder::kMetricsName) file = ControlFile::metrics;
         else return ENOENT;
         struct stat attr {};
         const fuse_ino_t ino = new_snapshot(file, attr, requester);
@@ -450,10 +509,14 @@ int Filesystem::do_readdir(fuse_req_t req, fuse_ino_t ino, std::size_t size, off
         const struct stat parent = dir_attr(kRootDir);
         struct stat plan = snapshot_attr(0, 0, ControlFile::plan);
         struct stat stats = snapshot_attr(0, 0, ControlFile::stats);
-        plan.st_ino = stats.st_ino = kSnapshotBase;  // listing only; each lookup makes the real one
-        const std::pair<const char*, const struct stat*> entries[] = {
-            {".", &self}, {"..", &parent}, {ControlFolder::kPlanName, &plan}, {ControlFolder::kStatsName, &stats}};
-        for (off_t i = offset; i < 4; ++i)
+        struct stat metrics = snapshot_attr(0, 0, ControlFile::metrics);
+        plan.st_ino = stats.st_ino = metrics.st_ino = kSnapshotBase;  // listing only; each lookup makes the real one
+        const std::pair<const char*, const struct stat*> entries[] = {{".", &self},
+                                                                      {"..", &parent},
+                                                                      {ControlFolder::kMetricsName, &metrics},
+                                                                      {ControlFolder::kPlanName, &plan},
+                                                                      {ControlFolder::kStatsName, &stats}};
+        for (off_t i = offset; i < static_cast<off_t>(std::size(entries)); ++i)
             if (!add(entries[i].first, *entries[i].second, i + 1, false)) break;
         out.resize(used);
         return 0;
@@ -532,9 +595,12 @@ int Filesystem::do_read(fuse_ino_t ino, std::size_t size, off_t offset, Chunk& o
     }
     if (!is_sample_ino(ino)) return is_dir_ino(ino) || ino == kControlDirIno ? EISDIR : ESTALE;
     const SampleId id = sample_of(ino);
-    if (prefetcher_count_.load(std::memory_order_relaxed) > 0 && cache_.catalog().contains(id)) consumed(id, requester);
+    const ReaderIds reader = reader_ids(requester);
+    if (prefetcher_count_.load(std::memory_order_relaxed) > 0 && cache_.catalog().contains(id)) consumed(id, reader);
     try {
+        const auto start = std::chrono::steady_clock::now();
         out = cache_.read_chunk(id, static_cast<std::uint64_t>(offset), std::span(scratch(size)).first(size));
+        count_read(reader, out.bytes.size(), out.waited, std::chrono::steady_clock::now() - start);
         return 0;
     } catch (const OriginError& e) {
         log(LogLevel::warn, "read of '", cache_.catalog().path(id), "' failed: ", e.what());

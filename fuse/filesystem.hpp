@@ -33,6 +33,7 @@
 
 #include "control_folder.hpp"
 #include "inodes.hpp"
+#include "metrics.hpp"
 #include "plan_file.hpp"
 
 namespace tiercache::fuse {
@@ -56,6 +57,8 @@ struct MountOptions {
     // kMaxRevalidationsPerSecond stats a second, so a large dataset's pass takes longer);
     // 0: no background pass (changes are still noticed by misses).
     double revalidate_s = 60;
+    // The mountpoint, as the metrics' mount label says it.
+    std::string mountpoint;
 };
 
 inline constexpr double kMaxRevalidationsPerSecond = 10'000;
@@ -81,6 +84,8 @@ public:
     // The control files' content for a reader in job `job` (its process: process_of).
     nlohmann::ordered_json stats_json(JobId job) const;
     nlohmann::ordered_json plan_json(JobId job) const;
+    std::string metrics_text() const;  // .tiercache/metrics (and the node_exporter textfile)
+    std::vector<JobReads> job_reads() const;  // per job: the READs that reached the daemon
 
 private:
     // The operations: an errno back, results through the out-parameters.
@@ -134,7 +139,10 @@ private:
     std::size_t apply_plan(JobId job, ParsedPlan plan);
     void remove_plan(JobId job);
     std::size_t position_of(JobId job) const;  // in its plan, as its prefetcher saw the reads
-    void consumed(SampleId id, pid_t reader);  // a READ of `id`: the reader's job's window moves on
+    void consumed(SampleId id, ReaderIds reader);  // a READ of `id`: the reader's job's window moves on
+    // A READ's count for its job's metrics: the reader's process's, or its parent's, if either
+    // holds a plan; else "none".
+    void count_read(ReaderIds reader, std::size_t bytes, bool waited, std::chrono::steady_clock::duration took);
     ReaderIds reader_ids(pid_t tid);           // reader_of(tid), remembered for a second
     void revalidate_loop();                    // the revalidation thread
     void changed(SampleId id);                 // Cache::on_change: any thread, no lock of the cache held
@@ -164,6 +172,15 @@ private:
     };
     std::mutex readers_mutex_;
     std::unordered_map<pid_t, Reader> readers_;  // protected by readers_mutex_
+    // Per-job READ counters for the metrics: an entry per job with a plan (made when its plan
+    // is applied, gone with it), and one for every other reader. Lock order: jobs_mutex_ alone
+    // (apply_plan takes it under plan_'s lock; a READ takes it shared, holding nothing else).
+    struct JobCounters {
+        std::atomic<std::uint64_t> reads{0}, bytes{0}, stalls{0}, stall_ns{0};
+    };
+    mutable std::shared_mutex jobs_mutex_;
+    std::map<JobId, std::unique_ptr<JobCounters>> job_counters_;  // protected by jobs_mutex_
+    JobCounters other_reads_;                                     // readers with no plan
     PlanFile plan_;  // after prefetchers_: destroyed (its timer joined) first
     // Revalidation: a thread stats the catalog round-robin (Cache::revalidate) and tells the
     // kernel to drop the pages and attributes of each sample found changed. Lock order:

@@ -19,6 +19,7 @@
 
 #include "filesystem.hpp"
 #include "mount_options.hpp"
+#include "metrics_textfile.hpp"
 
 namespace {
 
@@ -43,6 +44,8 @@ struct Options {
     std::string prefetch_bytes;  // empty: a quarter of the dram tier, at most 1 GiB
     std::string share, group;     // a shared cache's name, and who else may attach
     double revalidate_s = 60;     // a full stat pass over the origin per this many seconds; 0: none
+    std::string metrics_textfile;  // a node_exporter textfile directory; empty: none
+    double metrics_interval_s = tiercache::fuse::MetricsTextfile::kDefaultIntervalSeconds;
 };
 
 [[noreturn]] void die(const std::string& message) {
@@ -132,6 +135,12 @@ int main(int argc, char** argv) {
                    "of files that changed; 0: never (changes are still caught by misses)")
         ->check(CLI::Range(0.0, 1e9))
         ->capture_default_str();
+    app.add_option("--metrics-textfile", opt.metrics_textfile,
+                   "also write .tiercache/metrics to DIR/tiercache_<mountpoint>.prom, for node_exporter's textfile "
+                   "collector (renamed into place; removed at unmount)");
+    app.add_option("--metrics-interval", opt.metrics_interval_s, "seconds between writes of the --metrics-textfile file")
+        ->check(CLI::Range(0.1, 86400.0))
+        ->capture_default_str();
     std::string o_for_help;  // -o is rewritten into the long options above before parsing
     app.add_option("-o", o_for_help,
                    "mount options, as mount(8) and fstab give them: each long option as key=value or key "
@@ -173,7 +182,8 @@ int main(int argc, char** argv) {
             config = file.apply(config);
             if (const toml::table* mount = file.section("mount", {"mountpoint", "foreground", "kernel_cache", "threads", "log",
                                                                   "allow_other", "prefetch_threads", "prefetch_window", "prefetch_bytes",
-                                                                  "share", "group", "revalidate"})) {
+                                                                  "share", "group", "revalidate", "metrics_textfile",
+                                                                  "metrics_interval"})) {
                 if (auto v = file.string_at(*mount, "mountpoint"); v && !given("MOUNTPOINT")) opt.mountpoint = *v;
                 if (auto v = file.bool_at(*mount, "foreground"); v && !given("--foreground")) opt.foreground = *v;
                 if (auto v = file.bool_at(*mount, "kernel_cache"); v && !given("--kernel-cache")) opt.kernel_cache = *v ? "on" : "off";
@@ -197,6 +207,11 @@ int main(int argc, char** argv) {
                 if (auto v = file.integer_at(*mount, "revalidate"); v && !given("--revalidate")) {
                     if (*v < 0) file.fail(*mount->get("revalidate"), "revalidate must be 0 (never) or more seconds");
                     opt.revalidate_s = static_cast<double>(*v);
+                }
+                if (auto v = file.string_at(*mount, "metrics_textfile"); v && !given("--metrics-textfile")) opt.metrics_textfile = *v;
+                if (auto v = file.integer_at(*mount, "metrics_interval"); v && !given("--metrics-interval")) {
+                    if (*v < 1 || *v > 86400) file.fail(*mount->get("metrics_interval"), "metrics_interval must be 1 to 86400 seconds");
+                    opt.metrics_interval_s = static_cast<double>(*v);
                 }
                 if (auto v = file.string_at(*mount, "prefetch_bytes"); v && !given("--prefetch-bytes")) {
                     try {
@@ -288,7 +303,18 @@ int main(int argc, char** argv) {
     }
 
     tiercache::fuse::Filesystem filesystem(*cache, {.kernel_cache = opt.kernel_cache == "on", .prefetch = prefetch,
-                                                    .revalidate_s = opt.revalidate_s});
+                                                    .revalidate_s = opt.revalidate_s, .mountpoint = mountpoint});
+
+    // Checked before mounting: a missing or unwritable directory is an error now, not later.
+    std::unique_ptr<tiercache::fuse::MetricsTextfile> textfile;
+    if (!opt.metrics_textfile.empty()) {
+        try {
+            textfile = std::make_unique<tiercache::fuse::MetricsTextfile>(opt.metrics_textfile, mountpoint, opt.metrics_interval_s,
+                                                                           [&filesystem] { return filesystem.metrics_text(); });
+        } catch (const std::exception& e) {
+            die(e.what());
+        }
+    }
 
     // Not "ro" at the VFS: the plan file takes writes. The filesystem refuses every other
     // change itself (EROFS), and the kernel checks permissions (default_permissions).
@@ -315,6 +341,7 @@ int main(int argc, char** argv) {
     if (fuse_daemonize(opt.foreground ? 1 : 0) != 0) die("cannot go to the background");
     filesystem.set_session(session.se);
     filesystem.start();  // threads now: the daemon's fork above keeps none
+    if (textfile) textfile->start();
     cache->serve();
 
     fuse_loop_config* loop = fuse_loop_cfg_create();
@@ -324,6 +351,7 @@ int main(int argc, char** argv) {
     const int rc = fuse_session_loop_mt(session.se, loop);
     fuse_loop_cfg_destroy(loop);
     filesystem.stop();  // no more notifications: the session goes below
+    if (textfile) textfile->stop();  // the file goes with the mount
     // libfuse reports the signal that ended the loop as its result: that is a clean stop.
     const bool clean = rc == 0 || rc == SIGINT || rc == SIGTERM || rc == SIGHUP;
     tiercache::log(clean ? tiercache::LogLevel::info : tiercache::LogLevel::error, "unmounting ", mountpoint,

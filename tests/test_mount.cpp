@@ -85,7 +85,7 @@ TEST_CASE("the stats control file is JSON of the documented shape, fresh on each
     CHECK(after["origin"]["bytes_read"] == 10000);
     CHECK(after["origin"]["reads"] == 1);
     CHECK(after["uptime_s"].get<double>() > before["uptime_s"].get<double>());
-    CHECK(listing(mnt / ".tiercache") == std::vector<std::string>{"plan", "stats"});
+    CHECK(listing(mnt / ".tiercache") == std::vector<std::string>{"metrics", "plan", "stats"});
 }
 
 TEST_CASE("a small dram tier stays in bound, and in the second epoch noevict hits about the capacity fraction, LRU less", "[mount][policy]") {

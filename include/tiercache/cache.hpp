@@ -67,6 +67,9 @@ namespace tiercache {
 struct Chunk {
     SampleRef ref;
     std::span<const std::byte> bytes;
+    // The read waited on the origin (its own fetch, or another reader's of the same sample):
+    // a stall, as the mount's per-job metrics count them. Always false for an attached client.
+    bool waited = false;
 };
 
 class Cache {
@@ -184,37 +187,40 @@ public:
         if (offset == 0) next_use_->consume(id);
         auto part = [&](std::span<const std::byte> whole) { return whole.subspan(offset, length); };
 
+        bool waited = false;
         for (;;) {
             if (SampleRef ref = find_in_memory(id, length)) {
                 const auto bytes = part(ref.bytes());
-                return {std::move(ref), bytes};
+                return {std::move(ref), bytes, waited};
             }
             if (nvme_) {
                 std::span<std::byte> whole = thread_buffer(size);
                 if (NvmeHit got = read_nvme(id, whole); got.hit) {
-                    if (!got.promoted) return {{}, part(whole)};  // held on nvme only
+                    if (!got.promoted) return {{}, part(whole), waited};  // held on nvme only
                     const auto bytes = part(got.promoted.bytes());
-                    return {std::move(got.promoted), bytes};
+                    return {std::move(got.promoted), bytes, waited};
                 }
             }
             Fetch fetch = begin_fetch(id);
             if (fetch.kind == Fetch::wait) {
                 fetching_[id].wait(1);
+                waited = true;
                 continue;
             }
             if (fetch.kind == Fetch::bypass) {  // no tier takes it: just the bytes asked for
                 const std::size_t n = read_origin(id, offset, scratch.first(length), false);
-                return {{}, scratch.first(n)};
+                return {{}, scratch.first(n), true};
             }
             if (fetch.kind == Fetch::nvme) {
                 std::span<std::byte> whole = thread_buffer(size);
                 finish_nvme_fetch(id, fetch.version, whole);
-                return {{}, part(whole)};
+                return {{}, part(whole), true};
             }
             SampleRef ref = finish_fetch(id, fetch);
+            waited = true;
             if (!ref) continue;
             const auto bytes = part(ref.bytes());
-            return {std::move(ref), bytes};
+            return {std::move(ref), bytes, true};
         }
     }
 
