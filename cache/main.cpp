@@ -62,7 +62,17 @@ int main(int argc, char** argv) {
     stats_cmd->add_option("MOUNTPOINT", stats.mountpoint, "A tiercache-fuse mount point (or [mount] mountpoint of --config)");
     stats_cmd->add_option("--attach", stats.attach, "Instead of a mount: the shared cache of this name (tiercache serve, --share)");
     stats_cmd->add_option("--segment-dir", stats.segment_dir, "With --attach: where its owner keeps the segment")->capture_default_str();
-    stats_cmd->add_flag("--json", stats.json, "Print the stats JSON itself");
+    auto* stats_json = stats_cmd->add_flag("--json", stats.json, "Print the stats JSON itself");
+    auto* stats_watch = stats_cmd->add_flag("--watch", stats.watch,
+                                            "A live view, redrawn every --interval: per tier and per job rates (Ctrl-C ends it)");
+    stats_watch->excludes(stats_json);
+    stats_cmd->add_option("--interval", stats.interval_s, "With --watch: seconds between frames")
+        ->capture_default_str()
+        ->check(CLI::Range(0.05, 86400.0))
+        ->needs(stats_watch);
+    stats_cmd->add_option("--count", stats.count, "With --watch: stop after N frames (default: until Ctrl-C)")
+        ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{1} << 62))
+        ->needs(stats_watch);
     std::string stats_config;
     stats_cmd->add_option("--config", stats_config, "The mount's TOML config file: MOUNTPOINT comes from it");
 

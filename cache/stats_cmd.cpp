@@ -19,11 +19,12 @@
 
 #include "human.hpp"
 #include "table.hpp"
+#include "watch.hpp"
 
 namespace tiercache::cli {
 
 namespace fs = std::filesystem;
-using Json = nlohmann::ordered_json;  // keeps the daemon's order: tiers fastest first
+using Json = StatsJson;
 
 namespace {
 
@@ -54,22 +55,12 @@ std::string read_all(const fs::path& path) {
     return text;
 }
 
-std::optional<double> number(const Json& object, const char* key) {
-    if (!object.is_object()) return std::nullopt;
-    const auto it = object.find(key);
-    if (it == object.end() || !it->is_number()) return std::nullopt;
-    return it->get<double>();
-}
+std::optional<double> number(const Json& object, const char* key) { return stats_number(object, key); }
 
 std::string count_or_dash(const std::optional<double>& n) { return n ? rounded(*n) : "-"; }
 std::string bytes_or_dash(const std::optional<double>& n) { return n ? human_bytes(*n) : "-"; }
 
-std::string percent(double part, double whole) {
-    if (whole <= 0) return "-";
-    char text[16];
-    std::snprintf(text, sizeof text, "%.1f%%", 100.0 * part / whole);
-    return text;
-}
+std::string percent(double part, double whole) { return percent_text(part, whole); }
 
 // A scalar as a person reads it: integers with separators, strings unquoted.
 std::string scalar_text(const Json& value) {
@@ -207,19 +198,21 @@ void print_report(const std::string& what, const Json& stats) {
 
 }  // namespace
 
-void run_stats(const StatsOptions& options) {
-    if (!options.attach.empty()) {  // a shared cache: its owner's stats, through the channel
-        tiercache::AttachOptions attach;
-        attach.dir = options.segment_dir;
-        auto cache = tiercache::Cache::attach(options.attach, attach);
-        const Json stats = Json::parse(tiercache::to_json(cache.stats()).dump());
-        if (options.json)
-            std::printf("%s\n", stats.dump(2, ' ', false, Json::error_handler_t::replace).c_str());
-        else
-            print_report("shared cache '" + options.attach + "'", stats);
-        return;
-    }
-    const fs::path& mount = options.mountpoint;
+std::optional<double> stats_number(const Json& object, const char* key) {
+    if (!object.is_object()) return std::nullopt;
+    const auto it = object.find(key);
+    if (it == object.end() || !it->is_number()) return std::nullopt;
+    return it->get<double>();
+}
+
+std::string percent_text(double part, double whole) {
+    if (whole <= 0) return "-";
+    char text[16];
+    std::snprintf(text, sizeof text, "%.1f%%", 100.0 * part / whole);
+    return text;
+}
+
+Json read_mount_stats(const fs::path& mount) {
     const fs::path stats_path = mount / ".tiercache" / "stats";
     std::error_code ec;
     if (!fs::exists(mount, ec) && !ec) throw std::runtime_error(quoted(mount) + " does not exist");
@@ -235,7 +228,27 @@ void run_stats(const StatsOptions& options) {
         throw std::runtime_error(quoted(stats_path) + " is not valid JSON: " + e.what());
     }
     if (!stats.is_object()) throw std::runtime_error(quoted(stats_path) + " is not a JSON object");
+    return stats;
+}
 
+void run_stats(const StatsOptions& options) {
+    if (!options.attach.empty()) {  // a shared cache: its owner's stats, through the channel
+        tiercache::AttachOptions attach;
+        attach.dir = options.segment_dir;
+        auto cache = tiercache::Cache::attach(options.attach, attach);
+        auto snapshot = [&] { return Json::parse(tiercache::to_json(cache.stats()).dump()); };
+        const std::string what = "shared cache '" + options.attach + "'";
+        if (options.watch) return run_watch(what, snapshot, {options.interval_s, options.count});
+        const Json stats = snapshot();
+        if (options.json)
+            std::printf("%s\n", stats.dump(2, ' ', false, Json::error_handler_t::replace).c_str());
+        else
+            print_report(what, stats);
+        return;
+    }
+    const fs::path& mount = options.mountpoint;
+    if (options.watch) return run_watch(quoted(mount), [&] { return read_mount_stats(mount); }, {options.interval_s, options.count});
+    const Json stats = read_mount_stats(mount);
     if (options.json)
         std::printf("%s\n", stats.dump(2, ' ', false, Json::error_handler_t::replace).c_str());
     else

@@ -16,6 +16,8 @@ public:
 
     void add_row(std::vector<std::string> cells) { rows_.push_back(std::move(cells)); }
     void print(std::FILE* out, const std::string& indent = "") const;
+    // The printed text, one line per row (a live view builds a whole frame before drawing it).
+    std::string text(const std::string& indent = "") const;
 
 private:
     Values values_;

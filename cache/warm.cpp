@@ -45,16 +45,6 @@ std::optional<fs::path> find_mount_root(const fs::path& dir) {
     }
 }
 
-std::string progress_bar(double fraction) {
-    constexpr std::size_t kWidth = 24;
-    const auto filled = static_cast<std::size_t>(std::clamp(fraction, 0.0, 1.0) * kWidth);
-    std::string bar(kWidth + 2, '.');
-    bar.front() = '[';
-    bar.back() = ']';
-    bar.replace(1, filled, filled, '#');
-    return bar;
-}
-
 }  // namespace
 
 int run_warm(const WarmOptions& options) {
@@ -99,19 +89,22 @@ int run_warm(const WarmOptions& options) {
     auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
     ReadTotals totals;
     {
+        // The bar's rate is that of the last 5 s (SlidingRate); render() is its only user.
+        SlidingRate rate;
+        rate.add(0, 0);
         ProgressLine progress(stderr_is_terminal(), [&] {
-            const double bytes = static_cast<double>(live.bytes.load());
-            const double rate = bytes / std::max(elapsed(), 1e-3);
-            const double fraction = total_bytes > 0 ? bytes / static_cast<double>(total_bytes) : 0.0;
-            const double eta = rate > 0 ? (static_cast<double>(total_bytes) - bytes) / rate : -1;
-            char percent[8];
-            std::snprintf(percent, sizeof percent, "%3.0f%%", 100 * fraction);
-            std::string line = progress_bar(fraction) + " " + percent + "  " + with_commas(live.files.load()) +
-                               "/" + with_commas(paths.size()) + " files  " + human_bytes(bytes) + "/" +
-                               human_bytes(static_cast<double>(total_bytes)) + "  " + human_bytes(rate) +
-                               "/s  ETA " + human_duration(std::max(eta, 0.0));
-            if (const auto failures = live.failures.load()) line += "  " + with_commas(failures) + " failed";
-            return line;
+            ProgressFigures figures;
+            figures.bytes_done = live.bytes.load();
+            figures.bytes_total = std::max(total_bytes, figures.bytes_done);  // a file grown since the listing
+            rate.add(elapsed(), static_cast<double>(figures.bytes_done));
+            figures.bytes_per_s = rate.per_second();
+            // Done before the window had a rate (a small or cached set): the average says it.
+            if (!figures.bytes_per_s && figures.bytes_done == figures.bytes_total && elapsed() > 0)
+                figures.bytes_per_s = static_cast<double>(figures.bytes_done) / elapsed();
+            figures.files_done = live.files.load();
+            figures.files_total = paths.size();
+            figures.failed = live.failures.load();
+            return progress_text(figures);
         });
         totals = read_files(paths, options.readers, /*digest=*/false, live);
         progress.finish();
