@@ -1,6 +1,10 @@
 // mount -o options mapped onto tiercache-fuse's long options (fuse/mount_options.hpp).
 #include <catch2/catch.hpp>
 
+#include <functional>
+#include <string>
+#include <vector>
+
 #include "../fuse/mount_options.hpp"
 
 using tiercache::fuse::expand_mount_options;
