@@ -10,6 +10,7 @@
 #include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <exception>
 #include <optional>
 #include <vector>
 
@@ -294,7 +295,13 @@ void run_watch(const std::string& what, const std::function<StatsJson()>& snapsh
             if (Clock::now() > next + interval) next = Clock::now();  // a slow read: no burst of frames after it
         }
         if (g_stop) break;
-        StatsJson now = snapshot();
+        StatsJson now;
+        try {
+            now = snapshot();
+        } catch (const std::exception&) {
+            if (g_stop) break;  // Ctrl-C cut the read short (EINTR): that is no failure
+            throw;
+        }
         const auto now_at = Clock::now();
         const double elapsed = before ? std::chrono::duration<double>(now_at - before_at).count() : 0.0;
         screen.draw(watch_frame(what, now, before ? &*before : nullptr, elapsed), frame == 0);
