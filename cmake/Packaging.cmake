@@ -8,16 +8,19 @@ set(CPACK_PACKAGE_VENDOR "tiercache")
 set(CPACK_PACKAGE_CONTACT "tiercache maintainers <tiercache@example.org>")
 set(CPACK_PACKAGE_HOMEPAGE_URL "https://example.org/tiercache")
 set(CPACK_PACKAGE_DESCRIPTION_SUMMARY "${PROJECT_DESCRIPTION}")
-set(CPACK_PACKAGE_DESCRIPTION
-  "tiercache keeps a training dataset in the fast memory tiers of the host (DRAM, CXL memory, \
-persistent memory, a local NVMe SSD) so that every epoch after the first reads from memory \
-instead of the origin. tiercache-fuse mounts the dataset read-only through the cache (also as \
-mount -t fuse.tiercache, from /etc/fstab, or as the systemd unit tiercache@NAME); the tiercache \
-command shows its counters, warms it and benchmarks it. The header-only C++ library, its CMake \
-package and pkg-config file are included for loaders that use the cache directly.")
+# Control-file lines of at most 80 columns: one line of the string per line of the description.
+string(JOIN "\n" CPACK_PACKAGE_DESCRIPTION
+  "tiercache keeps a training dataset in the fast memory tiers of the host"
+  "(DRAM, CXL memory, persistent memory, a local NVMe SSD), so that every epoch"
+  "after the first reads from memory instead of the origin. tiercache-fuse mounts"
+  "the dataset read-only through the cache (also as mount -t fuse.tiercache, from"
+  "/etc/fstab, or as the systemd unit tiercache@NAME); the tiercache command shows"
+  "its counters, warms it and benchmarks it. The header-only C++ library, its"
+  "CMake package and pkg-config file are included, for loaders that use the"
+  "cache directly.")
 # Debian packages live under /usr; /usr/local is the admin's (cmake --install's default).
 set(CPACK_PACKAGING_INSTALL_PREFIX /usr)
-set(CPACK_STRIP_FILES ON)  # the commands without their debug info: a third of the size
+set(CPACK_STRIP_FILES ON)  # no debug info: the commands are 2.4 MB, not 56 MB (RelWithDebInfo)
 
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)  # tiercache_0.1.0_amd64.deb
 set(CPACK_DEBIAN_PACKAGE_SECTION utils)
