@@ -33,6 +33,14 @@ namespace test {
 namespace fs = std::filesystem;
 using Bytes = std::vector<std::byte>;
 
+// An ASan or TSan build: 10-20x slower, and it intercepts some calls (mlock). Tests that
+// depend on timing or on those calls scale down or say what they cannot show.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+inline constexpr bool kSanitizerBuild = true;
+#else
+inline constexpr bool kSanitizerBuild = false;
+#endif
+
 // Deterministic bytes: different for every (seed, n).
 inline Bytes make_bytes(std::uint64_t seed, std::size_t n) {
     Bytes out(n);

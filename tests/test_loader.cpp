@@ -110,11 +110,7 @@ std::size_t check_epoch(Cache& cache, const test::fs::path& root, const EpochPla
 
 // ASan and TSan intercept mlock and ignore it (return 0, lock nothing), so what mlock really
 // does can only be seen without them.
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr bool kMlockIntercepted = true;
-#else
-constexpr bool kMlockIntercepted = false;
-#endif
+constexpr bool kMlockIntercepted = test::kSanitizerBuild;
 
 // This process's locked memory (VmLck in /proc/self/status), in bytes.
 std::uint64_t locked_bytes() {

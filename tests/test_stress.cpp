@@ -30,11 +30,7 @@ constexpr std::size_t kMaxRead = 64 * 1024;  // spans whole samples and partial 
 
 // The 10^6 a thread; under a sanitizer (10-20x slower) 20,000 unless told otherwise.
 std::uint64_t reads_per_thread() {
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-    constexpr std::uint64_t kDefault = 20'000;
-#else
-    constexpr std::uint64_t kDefault = 1'000'000;
-#endif
+    constexpr std::uint64_t kDefault = test::kSanitizerBuild ? 20'000 : 1'000'000;
     const char* env = std::getenv("TIERCACHE_STRESS_READS");
     return env ? std::strtoull(env, nullptr, 10) : kDefault;
 }
