@@ -42,6 +42,13 @@ std::string rounded(double x) {
     return x <= -0.5 ? std::string("-").append(digits) : digits;
 }
 
+std::string rate_number(double x) {
+    if (x >= 10) return rounded(x);
+    char text[32];
+    std::snprintf(text, sizeof text, "%.1f", x);
+    return text;
+}
+
 std::string human_duration(double seconds) {
     if (!std::isfinite(seconds) || seconds < 0) return "?";
     char text[32];

@@ -19,6 +19,9 @@ std::string count_of(std::uint64_t n, const std::string& noun);
 // A number with thousands separators and no decimals: 41234.7 -> "41,235".
 std::string rounded(double x);
 
+// A rate for tables and bars: one decimal below 10, else as rounded(): 3.25 -> "3.2", 1234.5 -> "1,235".
+std::string rate_number(double x);
+
 // 75.5 -> "1m16s", 3.2 -> "3.2s": for ETAs and durations.
 std::string human_duration(double seconds);
 

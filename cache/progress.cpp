@@ -59,16 +59,7 @@ std::string progress_text(const ProgressFigures& f) {
     char percent[8];
     std::snprintf(percent, sizeof percent, "%3d%%", static_cast<int>(std::floor(fraction * 100)));
     std::string rate = "-";
-    if (f.bytes_per_s && std::isfinite(*f.bytes_per_s)) {
-        const double mb = std::max(*f.bytes_per_s, 0.0) / 1e6;
-        if (mb < 10) {
-            char text[16];
-            std::snprintf(text, sizeof text, "%.1f", mb);
-            rate = text;
-        } else {
-            rate = rounded(mb);
-        }
-    }
+    if (f.bytes_per_s && std::isfinite(*f.bytes_per_s)) rate = rate_number(std::max(*f.bytes_per_s, 0.0) / 1e6);
     std::string line = progress_bar(fraction) + " " + percent + "  " + human_bytes(done) + " / " + human_bytes(total) +
                        "  " + rate + " MB/s  ETA " + eta_text(total - done, f.bytes_per_s);
     if (f.files_total > 0) line += "  files " + with_commas(f.files_done) + "/" + with_commas(f.files_total);

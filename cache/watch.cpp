@@ -42,12 +42,7 @@ std::optional<double> grown(const StatsJson& now, const StatsJson* before, const
 // A rate as a plain number (scripts parse it): one decimal below 10, else whole with commas.
 std::string rate_text(std::optional<double> per_s) {
     if (!per_s || !std::isfinite(*per_s)) return "-";
-    if (*per_s < 10) {
-        char text[16];
-        std::snprintf(text, sizeof text, "%.1f", *per_s);
-        return text;
-    }
-    return rounded(*per_s);
+    return rate_number(*per_s);
 }
 
 std::optional<double> per(std::optional<double> amount, double seconds, double unit = 1) {
