@@ -8,6 +8,7 @@
 // (the first, then at most one a minute, then the recovery) and never ends the mount.
 #pragma once
 #include <cerrno>
+#include <cctype>
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
@@ -30,14 +31,18 @@ public:
     static constexpr double kDefaultIntervalSeconds = 15;
     static constexpr std::chrono::seconds kLogEvery{60};
 
-    // The file's name for a mount at `mountpoint`: tiercache_mnt_ds.prom for /mnt/ds (characters
-    // other than letters, digits, '-' and '_' become '_').
+    // The file's name for a mount at `mountpoint`: tiercache_mnt_ds.prom for /mnt/ds. Letters,
+    // digits and '.' stay, '/' becomes '_', every other byte '-' and two hex digits, so two
+    // mountpoints never share a file (/mnt/a_b, /mnt/a/b and /mnt/a-b would with '_' for all).
     static std::string file_name(std::string_view mountpoint) {
+        static constexpr char kHex[] = "0123456789abcdef";
         std::string name;
         for (const char c : mountpoint) {
-            const bool keep = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_';
+            const auto byte = static_cast<unsigned char>(c);
             if (name.empty() && c == '/') continue;
-            name += keep ? c : '_';
+            if (std::isalnum(byte) != 0 || c == '.') name += c;
+            else if (c == '/') name += '_';
+            else name += {'-', kHex[byte >> 4], kHex[byte & 15]};
         }
         return "tiercache_" + (name.empty() ? std::string("root") : name) + ".prom";
     }
@@ -123,7 +128,9 @@ private:
             ::unlink(temp_.c_str());
             return message;
         };
-        const int fd = ::open(temp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        // A fresh file, never through a link someone planted in a shared directory.
+        ::unlink(temp_.c_str());
+        const int fd = ::open(temp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
         if (fd < 0) return fail("cannot create");
         for (std::size_t done = 0; done < text.size();) {
             const ssize_t n = ::write(fd, text.data() + done, text.size() - done);

@@ -2,6 +2,7 @@
 // (fuse/metrics_textfile.hpp), without a mount.
 #include <catch2/catch.hpp>
 
+#include <atomic>
 #include <map>
 #include <regex>
 #include <set>
@@ -133,10 +134,14 @@ TEST_CASE("metrics textfile: named after the mountpoint, written whole by rename
     using tiercache::fuse::MetricsTextfile;
     CHECK(MetricsTextfile::file_name("/mnt/ds") == "tiercache_mnt_ds.prom");
     CHECK(MetricsTextfile::file_name("/") == "tiercache_root.prom");
-    CHECK(MetricsTextfile::file_name("/data/my ds.v2") == "tiercache_data_my_ds_v2.prom");
+    CHECK(MetricsTextfile::file_name("/data/my ds.v2") == "tiercache_data_my-20ds.v2.prom");
+    // One name per mountpoint: '_', '-' and '/' stay apart.
+    CHECK(MetricsTextfile::file_name("/mnt/a_b") == "tiercache_mnt_a-5fb.prom");
+    CHECK(MetricsTextfile::file_name("/mnt/a/b") == "tiercache_mnt_a_b.prom");
+    CHECK(MetricsTextfile::file_name("/mnt/a-b") == "tiercache_mnt_a-2db.prom");
 
     test::TempDir dir;
-    int writes = 0;
+    std::atomic<int> writes{0};  // the writer thread counts, this one reads
     {
         MetricsTextfile file(dir.path(), "/mnt/ds", 0.05, [&] { return "tiercache_x{mount=\"/mnt/ds\"} " + std::to_string(++writes) + "\n"; });
         CHECK(file.path() == dir / "tiercache_mnt_ds.prom");

@@ -11,6 +11,7 @@
 
 #include <tiercache/version.hpp>
 
+#include "../fuse/metrics_textfile.hpp"
 #include "support.hpp"
 
 namespace {
@@ -103,9 +104,7 @@ TEST_CASE("the metrics file and the textfile are Prometheus text with the README
     test::fs::create_directories(dir / "prom");
     const path mountpoint = test::fs::weakly_canonical(dir / "mnt");
     const std::string mount_label = "mount=\"" + mountpoint.string() + "\"";
-    std::string prom_name = mountpoint.string().substr(1);
-    std::replace(prom_name.begin(), prom_name.end(), '/', '_');
-    const path textfile = dir / "prom" / ("tiercache_" + prom_name + ".prom");
+    const path textfile = dir / "prom" / tiercache::fuse::MetricsTextfile::file_name(mountpoint.string());
 
     // Kernel cache off: every read reaches the daemon, so the counters see each one.
     test::Mount mnt(dir / "origin", mountpoint,
