@@ -194,6 +194,7 @@ std::size_t Filesystem::apply_plan(JobId job, ParsedPlan parsed) {
         std::unique_lock lock(jobs_mutex_);
         auto& counters = job_counters_[job];  // a new plan of the same job counts on
         if (!counters) counters = std::make_unique<JobCounters>();
+        job_counter_count_.store(job_counters_.size(), std::memory_order_relaxed);
     }
     if (options_.prefetch.threads() == 0) return plan.size();
     Prefetcher* prefetcher;
@@ -222,6 +223,7 @@ void Filesystem::remove_plan(JobId job) {
     cache_.remove_plan(job);
     std::unique_lock lock(jobs_mutex_);
     job_counters_.erase(job);  // its series end with its plan
+    job_counter_count_.store(job_counters_.size(), std::memory_order_relaxed);
 }
 
 std::size_t Filesystem::position_of(JobId job) const {
@@ -595,8 +597,12 @@ int Filesystem::do_read(fuse_ino_t ino, std::size_t size, off_t offset, Chunk& o
     }
     if (!is_sample_ino(ino)) return is_dir_ino(ino) || ino == kControlDirIno ? EISDIR : ESTALE;
     const SampleId id = sample_of(ino);
-    const ReaderIds reader = reader_ids(requester);
-    if (prefetcher_count_.load(std::memory_order_relaxed) > 0 && cache_.catalog().contains(id)) consumed(id, reader);
+    // Whose READ this is matters only while some job has a plan (its prefetcher, its counters);
+    // else every READ counts as "none", without the readers' lock.
+    const bool prefetching = prefetcher_count_.load(std::memory_order_relaxed) > 0;
+    const bool by_job = prefetching || job_counter_count_.load(std::memory_order_relaxed) > 0;
+    const ReaderIds reader = by_job ? reader_ids(requester) : ReaderIds{};
+    if (prefetching && cache_.catalog().contains(id)) consumed(id, reader);
     try {
         const auto start = std::chrono::steady_clock::now();
         out = cache_.read_chunk(id, static_cast<std::uint64_t>(offset), std::span(scratch(size)).first(size));

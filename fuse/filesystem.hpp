@@ -180,6 +180,7 @@ private:
     };
     mutable std::shared_mutex jobs_mutex_;
     std::map<JobId, std::unique_ptr<JobCounters>> job_counters_;  // protected by jobs_mutex_
+    std::atomic<std::size_t> job_counter_count_{0};  // job_counters_.size(), read without the lock
     JobCounters other_reads_;                                     // readers with no plan
     PlanFile plan_;  // after prefetchers_: destroyed (its timer joined) first
     // Revalidation: a thread stats the catalog round-robin (Cache::revalidate) and tells the
