@@ -73,6 +73,13 @@ inline std::vector<std::string> to_long_options(std::string_view text, const CLI
         if (mount_owned_option(key)) continue;
         std::string name = key;
         std::replace(name.begin(), name.end(), '_', '-');
+        // Long options that are no mount option: help and version would print and exit 0, so
+        // mount(8) would report a mount that is not there; foreground and debug would keep
+        // mount(8) waiting on the daemon for ever.
+        for (const char* flag_only : {"help", "version", "foreground", "debug"})
+            if (name == flag_only)
+                throw std::invalid_argument("'" + key + "' is not a mount option (it is tiercache-fuse's --" + name +
+                                            ": give it on tiercache-fuse's command line)");
         const CLI::Option* option = key.empty() || key.starts_with("-") ? nullptr : app.get_option_no_throw("--" + name);
         if (option == nullptr || option->get_positional()) {
             if (sloppy) {

@@ -84,6 +84,16 @@ TEST_CASE("an unknown mount option is refused by name, or ignored with -s", "[mo
     CHECK(ignored == Args{"bogus=3", "fsname=x"});
 }
 
+TEST_CASE("help, version, foreground and debug are refused as mount options, even with -s", "[mount-options]") {
+    DaemonApp d;  // CLI11 gives every app --help: -o help would print it and "mount" nothing
+    for (const char* key : {"help", "version", "foreground", "debug"}) {
+        INFO(key);
+        CHECK(error_of([&] { long_options(std::string("dram=1GiB,") + key, d.app); }).find("is not a mount option") != std::string::npos);
+        Args ignored;
+        CHECK(error_of([&] { to_long_options(key, d.app, true, ignored); }).find("is not a mount option") != std::string::npos);
+    }
+}
+
 TEST_CASE("tiercache-fuse -o OPTS parses like the flags themselves", "[mount-options]") {
     DaemonApp d;
     d.parse(expand_mount_options({"/data", "/mnt/ds", "-o", "dram=2GiB,allow_other,nofail", "-okernel_cache=off"}, d.app));
