@@ -13,6 +13,8 @@ consumer=$(realpath "${2:?usage: test_deb.sh BUILD_DIR CONSUMER_DIR VERSION}")
 version="${3:?usage: test_deb.sh BUILD_DIR CONSUMER_DIR VERSION}"
 man_pages="${4:-OFF}"
 name="test_deb"
+# shellcheck source=scripts/lib/mount.sh
+source "$(dirname "$(realpath "$0")")/../scripts/lib/mount.sh"
 
 fail() { echo "$name: FAIL: $*" >&2; exit 1; }
 if [ "$(id -u)" -ne 0 ]; then
@@ -22,7 +24,7 @@ fi
 for tool in dpkg dpkg-deb dpkg-shlibdeps cpack; do
     command -v "$tool" >/dev/null || { echo "$name: SKIP: $tool is missing (Debian: dpkg-dev, cmake)"; exit 77; }
 done
-if dpkg-query -W -f='${Status}' tiercache 2>/dev/null | grep -q "installed"; then
+if dpkg-query -W -f='${Status}' tiercache 2>/dev/null | grep -q '^install ok installed$'; then
     fail "a tiercache package ($(dpkg-query -W -f='${Version}' tiercache)) is already installed: this test" \
          "installs and removes its own, so it leaves that one alone; remove it (dpkg --purge tiercache) to run it"
 fi
@@ -45,8 +47,9 @@ trap 'exit 143' TERM
 
 # The package owns /usr/sbin/mount.fuse.tiercache, which test_mount_helper.sh makes and removes
 # under this lock: hold it while the package is installed.
-exec 9> /run/lock/tiercache-test-mount-helper.lock
-flock -w 600 9 || fail "another run held /run/lock/tiercache-test-mount-helper.lock for 10 minutes"
+lock="$(helper_lock_path)"
+exec 9> "$lock"
+flock -w 600 9 || fail "another run held $lock for 10 minutes"
 
 work=$(mktemp -d /tmp/tiercache-deb-XXXXXX)
 

@@ -167,12 +167,25 @@ TEST_CASE("stats --watch exits 1 with a message where there is no mount, and whe
             if (test::is_mounted(path)) test::run({"fusermount3", "-u", "-z", path.string()}, 20);
         }
     } unmount{mnt.path()};
+    // Its output goes to a file, so the daemon is killed once two frames are out, however slow
+    // this machine (a sanitizer build on 2 loaded cores) is.
+    const test::fs::path out = dir / "watch.out";
     test::CommandResult watch;
-    std::thread watcher([&] { watch = test::run({kCli, "stats", "--watch", "--interval", "0.1", mnt.path().string()}, 60); });
-    std::this_thread::sleep_for(std::chrono::milliseconds(600));
+    std::thread watcher([&] {
+        watch = test::run({"sh", "-c", "exec \"$0\" stats --watch --interval 0.1 \"$1\" >\"$2\" 2>&1", kCli,
+                           mnt.path().string(), out.string()},
+                          120);
+    });
+    auto text_of = [](const test::fs::path& path) {
+        const test::Bytes bytes = test::read_file(path).bytes;  // none while it does not exist
+        return std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+    };
+    auto frames_out = [&] { return split(text_of(out), "\n\n").size() >= 2; };
+    for (int i = 0; i < 600 && !frames_out(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
     const int killed = mnt.signal_and_wait(SIGKILL);
     watcher.join();
     CHECK(killed == 128 + SIGKILL);
+    watch.output = text_of(out);
     INFO(watch.output);
     CHECK(watch.status == 1);
     CHECK_THAT(watch.output, Catch::Contains("tiercache stats: cannot read") && Catch::Contains("has tiercache-fuse exited"));
@@ -199,7 +212,7 @@ TEST_CASE("on a terminal stats --watch redraws in place and restores it and warm
     CHECK(watch.output.find("tiercache stats", leave) != std::string::npos);  // the last frame stays on the screen
 
     // Ctrl-C (SIGINT, here from timeout) ends the view and gives the terminal back too.
-    const auto interrupted = on_terminal("timeout --foreground -s INT 1 " + kCli + " stats --watch --interval 0.1 " + mnt.path().string());
+    const auto interrupted = on_terminal("timeout --foreground -s INT 5 " + kCli + " stats --watch --interval 0.1 " + mnt.path().string());
     INFO(interrupted.output);
     CHECK(interrupted.status == 124);  // timeout's: it sent the signal
     const auto entered = interrupted.output.find("\x1b[?1049h");

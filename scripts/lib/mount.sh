@@ -10,3 +10,7 @@ unmount_safely() {
     fusermount3 -u "$1" 2>/dev/null || { sleep 1; fusermount3 -u "$1" 2>/dev/null; } ||
         fusermount3 -uz "$1" || echo "$2: could not unmount $1" >&2
 }
+
+# The lock that tests/test_mount_helper.sh and tests/test_deb.sh hold while either may have
+# /usr/sbin/mount.fuse.tiercache in place (each makes, or installs, and removes it).
+helper_lock_path() { echo "$( [ -d /run/lock ] && echo /run/lock || echo /tmp)/tiercache-test-mount-helper.lock"; }
