@@ -179,10 +179,14 @@ TEST_CASE("the metrics file and the textfile are Prometheus text with the README
     CHECK(v(s3, "tiercache_job_read_bytes_total", "job=\"none\"") == 2 * kFiles * kSize);  // unchanged
 
     // The textfile: there, parsing the same, with this job's reads in it once rewritten.
+    // Wait for a rewrite after all of the job's reads: one made between its plan and its reads
+    // already shows the job, with nothing read yet.
     std::string text;
+    const std::string job_bytes =
+        "tiercache_job_read_bytes_total{" + job + "," + mount_label + "} " + std::to_string(kFiles * kSize) + "\n";
     for (int i = 0; i < 500; ++i) {
         text = read_text(textfile);
-        if (text.find("tiercache_job_reads_total{" + job) != std::string::npos) break;
+        if (text.find(job_bytes) != std::string::npos) break;
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
     INFO("textfile " << textfile);
