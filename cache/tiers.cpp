@@ -54,6 +54,7 @@ void print_report(const Topology& t) {
     nodes.print(stdout, "  ");
     std::printf("  RAM %s in all; memkind: %s\n", human_bytes(static_cast<double>(t.physical_memory_bytes)).c_str(),
                 memkind_text(t.memkind).c_str());
+    if (const std::string note = t.memory_note(); !note.empty()) std::printf("  Note: %s\n", note.c_str());
 
     std::printf("\nWhat tiercache would use by default (tier options change it)\n");
     Table defaults(Table::Values::left);
@@ -68,6 +69,7 @@ Json to_json(const Topology& t) {
     Json out;
     out["hwloc_version"] = t.hwloc_version;
     out["physical_memory_bytes"] = t.physical_memory_bytes;
+    out["memory_outside_nodes_bytes"] = t.memory_outside_nodes_bytes();
     Json nodes = Json::array();
     for (const auto& n : t.nodes)
         nodes.push_back({{"node", n.os_index},

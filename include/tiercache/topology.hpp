@@ -7,6 +7,7 @@
 // (KMEM DAX). Either is reached the same way, as the cxl tier (`--cxl NODE:SIZE`).
 #pragma once
 #include <cstdint>
+#include <cstdio>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -74,6 +75,19 @@ struct Topology {
         for (const auto& n : nodes) total += n.capacity_bytes;
         return total;
     }
+
+    // RAM the kernel counts (sysconf) but no NUMA node does. Nodes usually add up to the RAM;
+    // in some VMs they do not (seen here: node 0 holds 7-11 GB of 24.7 GB, and the figure moves
+    // while the hypervisor hot-plugs or balloons memory). Percentages keep their meaning there:
+    // --dram P% is of the RAM (its segment is not bound to a node), --cxl NODE:P% of that node's
+    // own count (all that mbind may place there).
+    std::uint64_t memory_outside_nodes_bytes() const noexcept {
+        const std::uint64_t in_nodes = total_capacity_bytes();
+        return physical_memory_bytes > in_nodes ? physical_memory_bytes - in_nodes : 0;
+    }
+
+    // What `tiercache tiers` says of it: empty where the nodes hold the RAM, to 1%.
+    std::string memory_note() const;
 
     // dram: the default of --dram (10% of RAM) in a /dev/shm segment; cxl: each memory-only
     // node, whole; pmem and nvme: never unless configured, since no directory can be guessed.
@@ -146,6 +160,19 @@ inline Topology Topology::discover() {
     t.memkind = {.built_in = true, .dax_kmem = kinds.dax_kmem, .highest_capacity = kinds.highest_capacity, .pmem = true};
 #endif
     return t;
+}
+
+inline std::string Topology::memory_note() const {
+    const std::uint64_t outside = memory_outside_nodes_bytes();
+    if (outside <= physical_memory_bytes / 100) return "";
+    auto gib = [](std::uint64_t bytes) {
+        char text[32];
+        std::snprintf(text, sizeof text, "%.1f GiB", static_cast<double>(bytes) / static_cast<double>(std::uint64_t{1} << 30));
+        return std::string(text);
+    };
+    return "the NUMA nodes count " + gib(total_capacity_bytes()) + " of the " + gib(physical_memory_bytes) + " of RAM: " +
+           gib(outside) + " is in no node's count (memory a VM's hypervisor hot-plugs or balloons shows this way). " +
+           "--dram P% is taken of the RAM; --cxl NODE:P% of that node's own count, all that mbind may place there";
 }
 
 inline std::vector<DefaultTier> Topology::default_tiers() const {
