@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <fstream>
 #include <random>
 #include <thread>
 
@@ -25,7 +26,15 @@ using tiercache::PmemRegion;
 namespace {
 
 namespace fs = std::filesystem;
-constexpr std::uint64_t MiB = 1 << 20;
+using test::MiB;
+// The kernel's count of a node's memory, as /sys/devices/system/node/nodeN/meminfo says it.
+std::uint64_t node_memtotal_bytes(unsigned node) {
+    std::ifstream in("/sys/devices/system/node/node" + std::to_string(node) + "/meminfo");
+    for (std::string line; std::getline(in, line);)
+        if (const auto at = line.find("MemTotal:"); at != std::string::npos) return std::stoull(line.substr(at + 9)) * 1024;
+    return 0;
+}
+
 #if TIERCACHE_HAVE_MEMKIND
 constexpr bool kWithMemkind = true;
 #else
@@ -343,10 +352,20 @@ TEST_CASE("topology: nodes, capacity, memkind, default tiers", "[regions]") {
         if (n.has_cpus()) CHECK(n.candidate() == "dram");
         else CHECK_THAT(n.candidate(), Catch::StartsWith("cxl"));
     }
-    // The nodes hold the machine's RAM (sysconf), give or take 10%.
-    const double ram = static_cast<double>(tiercache::physical_memory_bytes());
-    CHECK(static_cast<double>(topology.total_capacity_bytes()) == Approx(ram).epsilon(0.10));
+    // Each node's capacity is the kernel's own count for it, which may move while we look (a
+    // VM's memory, hot-plugged or ballooned), so give or take 10%. The nodes need not add up to
+    // the RAM (sysconf): what none counts is reported, and --cxl NODE:P% is of the node's count.
+    for (const auto& n : topology.nodes) {
+        INFO("node " << n.os_index);
+        const double kernel = static_cast<double>(node_memtotal_bytes(n.os_index));
+        CHECK(static_cast<double>(n.capacity_bytes) == Approx(kernel).epsilon(0.10));
+        const tiercache::TierConfig half{tiercache::TierKind::cxl, "50%", {}, static_cast<int>(n.os_index), "test"};
+        CHECK(static_cast<double>(tiercache::tier_bytes(half)) == Approx(kernel / 2).epsilon(0.10));
+    }
     CHECK(topology.physical_memory_bytes == tiercache::physical_memory_bytes());
+    CHECK(topology.total_capacity_bytes() + topology.memory_outside_nodes_bytes() >= topology.physical_memory_bytes);
+    if (topology.memory_outside_nodes_bytes() > topology.physical_memory_bytes / 100)
+        CHECK_THAT(topology.memory_note(), Catch::Contains("in no node's count"));
     CHECK(!topology.hwloc_version.empty());
 
     CHECK(topology.memkind.built_in == kWithMemkind);
@@ -367,4 +386,28 @@ TEST_CASE("topology: nodes, capacity, memkind, default tiers", "[regions]") {
     const auto memory_only = std::count_if(topology.nodes.begin(), topology.nodes.end(), [](const auto& n) { return !n.has_cpus(); });
     const auto cxl_used = std::count_if(tiers.begin(), tiers.end(), [](const auto& t) { return t.kind == tiercache::TierKind::cxl && t.bytes; });
     CHECK(cxl_used == memory_only);
+}
+
+TEST_CASE("topology: RAM that no NUMA node counts is said, the percentages' bases with it", "[regions]") {
+    constexpr std::uint64_t GiB = std::uint64_t{1} << 30;
+    auto node = [](unsigned os_index, std::uint64_t capacity, unsigned cpus) {
+        tiercache::NumaNode n;
+        n.os_index = os_index;
+        n.capacity_bytes = capacity;
+        n.cpus = cpus;
+        return n;
+    };
+    tiercache::Topology t;
+    t.physical_memory_bytes = 24 * GiB;
+    t.nodes.push_back(node(0, 7 * GiB, 2));
+    CHECK(t.memory_outside_nodes_bytes() == 17 * GiB);
+    CHECK_THAT(t.memory_note(), Catch::Contains("the NUMA nodes count 7.0 GiB of the 24.0 GiB of RAM") &&
+                                    Catch::Contains("17.0 GiB is in no node's count") && Catch::Contains("--dram P% is taken of the RAM") &&
+                                    Catch::Contains("--cxl NODE:P% of that node's own count"));
+    t.nodes.push_back(node(1, 17 * GiB - 100 * MiB, 0));  // within 1%: nothing to say
+    CHECK(t.memory_outside_nodes_bytes() == 100 * MiB);
+    CHECK(t.memory_note().empty());
+    t.nodes[1].capacity_bytes = 20 * GiB;  // more than sysconf counts: nothing outside
+    CHECK(t.memory_outside_nodes_bytes() == 0);
+    CHECK(t.memory_note().empty());
 }
