@@ -11,6 +11,8 @@
 #include <tiercache/tiercache.hpp>
 #include <tiercache/memory_tier.hpp>
 
+namespace tiercache::bench::catalog {
+
 namespace {
 
 std::uint64_t rss_bytes() {
@@ -55,7 +57,8 @@ double seconds_since(std::chrono::steady_clock::time_point t) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+// tiercache-bench-catalog (bench/main.cpp runs it)
+int run(int argc, char** argv) {
     std::uint64_t entries = 1'281'167;  // ImageNet-1K train
     std::uint32_t classes = 1000;
     std::string scan_dir;
@@ -106,3 +109,5 @@ int main(int argc, char** argv) {
     }
     return found == static_cast<std::uint64_t>(lookups) ? 0 : 1;
 }
+
+}  // namespace tiercache::bench::catalog

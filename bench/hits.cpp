@@ -47,6 +47,8 @@
 
 #include "bench_support.hpp"
 
+namespace tiercache::bench::hits {
+
 namespace {
 
 using tiercache::bench::median;
@@ -340,7 +342,8 @@ double rounded(double v) { return std::round(v * 1000) / 1000; }
 
 }  // namespace
 
-int main(int argc, char** argv) try {
+// tiercache-bench-hits (bench/main.cpp runs it)
+int run(int argc, char** argv) try {
     CLI::App app{"API reads of dram-tier samples (Cache::read, read_chunk, an attached client) against memcpy of the same bytes"};
     std::vector<std::string> sizes{"16KiB", "128KiB", "1MiB"};
     std::string bytes_text = "256MiB", dataset, json_path, clock_name = "cpu";
@@ -439,3 +442,5 @@ int main(int argc, char** argv) try {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;
 }
+
+}  // namespace tiercache::bench::hits

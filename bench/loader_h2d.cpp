@@ -18,6 +18,8 @@
 
 #include "bench_support.hpp"
 
+namespace tiercache::bench::loader_h2d {
+
 namespace {
 
 using tiercache::bench::median;
@@ -43,7 +45,8 @@ double timed(cudaStream_t stream, cudaEvent_t start, cudaEvent_t stop, Copy&& co
 
 }  // namespace
 
-int main(int argc, char** argv) try {
+// tiercache-bench-loader-h2d (bench/main.cpp runs it)
+int run(int argc, char** argv) try {
     CLI::App app{"H2D bandwidth of EpochLoader batches against a plain pinned cudaMemcpyAsync"};
     std::size_t samples = 512, batch = 64;
     std::string sample_size = "110KiB";
@@ -139,3 +142,5 @@ int main(int argc, char** argv) try {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;
 }
+
+}  // namespace tiercache::bench::loader_h2d

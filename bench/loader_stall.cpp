@@ -22,6 +22,8 @@
 
 #include "bench_support.hpp"
 
+namespace tiercache::bench::loader_stall {
+
 namespace {
 
 using tiercache::bench::median;
@@ -49,7 +51,8 @@ Result run_once(const fs::path& root, std::chrono::microseconds latency, tiercac
 
 }  // namespace
 
-int main(int argc, char** argv) try {
+// tiercache-bench-loader-stall (bench/main.cpp runs it)
+int run(int argc, char** argv) try {
     CLI::App app{"EpochLoader stall fraction against origin latency and the loader's window"};
     std::size_t samples = 256, batch = 16;
     std::string sample_size = "16KiB";
@@ -100,3 +103,5 @@ int main(int argc, char** argv) try {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;
 }
+
+}  // namespace tiercache::bench::loader_stall

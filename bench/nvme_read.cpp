@@ -30,6 +30,8 @@
 #include <tiercache/segment.hpp>
 #include <tiercache/size.hpp>
 
+namespace tiercache::bench::nvme {
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -162,7 +164,8 @@ Pass median(std::vector<Pass> runs) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+// tiercache-bench-nvme (bench/main.cpp runs it)
+int run(int argc, char** argv) {
     std::string dir_arg;
     std::string total_text = "2GiB", mean_text = "110KiB", limit_text;
     unsigned runs = 3;
@@ -266,3 +269,5 @@ int main(int argc, char** argv) {
     if (!keep && dir_arg.empty()) std::filesystem::remove(root);  // ours: made by mkdtemp above
     return 0;
 }
+
+}  // namespace tiercache::bench::nvme

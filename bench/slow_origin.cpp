@@ -30,6 +30,8 @@
 
 #include "bench_support.hpp"
 
+namespace tiercache::bench::slow_origin {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -53,7 +55,8 @@ std::uint64_t dram_hits(const tiercache::Stats& s) { return s.tiers.empty() ? 0 
 
 }  // namespace
 
-int main(int argc, char** argv) try {
+// tiercache-bench-slow-origin (bench/main.cpp runs it)
+int run(int argc, char** argv) try {
     CLI::App app{"EpochLoader epochs over an origin with a fixed latency per read (cold, then warm)"};
     std::string dataset, dram = "auto", json_path, segment_dir = "/dev/shm";
     double latency_ms = 2, compute_ms = 16;
@@ -161,3 +164,5 @@ int main(int argc, char** argv) try {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;
 }
+
+}  // namespace tiercache::bench::slow_origin

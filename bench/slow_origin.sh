@@ -66,7 +66,7 @@ log() { printf 'slow_origin: %s\n' "$*" >&2; }
 if [ ! -x "$tc" ] || [ ! -x "$bench_bin" ]; then
     log "building $tc and $bench_bin"
     cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >&2
-    cmake --build "$build" -j2 --target tiercache-cli tiercache-bench-slow-origin >&2
+    cmake --build "$build" -j2 --target tiercache-cli tiercache-bench >&2
 fi
 
 parent="${TIERCACHE_BENCH_DIR:-/tmp}"

@@ -85,11 +85,38 @@ inline Bytes slurp(const fs::path& path) {
     return r.bytes;
 }
 
+inline constexpr std::uint64_t KiB = 1024, MiB = 1024 * KiB;
+
+// A whole file as text ("" where it cannot be read).
+inline std::string read_text(const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    return {std::istreambuf_iterator<char>(in), {}};
+}
+
+// Polls `pred` every 10 ms until it holds or `timeout` passes; its last answer. For what the
+// mount or the owner does in its own time (a plan applied, a dead client noticed).
+template <class Pred>
+bool eventually(Pred pred, std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+        if (pred()) return true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return pred();
+}
+
+// This build tree's tag (tests/CMakeLists.txt): in the name of every test folder, so that
+// tests/no-mounts-left.sh unmounts only what this build's tests left, never another build's.
+#ifndef TIERCACHE_TEST_TAG
+#error "TIERCACHE_TEST_TAG is not defined: tests/CMakeLists.txt defines it for the test programs"
+#endif
+inline constexpr const char* kTestTag = TIERCACHE_TEST_TAG;
+
 // A directory under `parent` (/tmp by default), removed with everything in it at the end of the test.
 class TempDir {
 public:
     explicit TempDir(const fs::path& parent = fs::temp_directory_path()) {
-        std::string tmpl = (parent / "tiercache-test-XXXXXX").string();
+        std::string tmpl = (parent / ("tiercache-test-" + std::string(kTestTag) + "-XXXXXX")).string();
         if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp in " + parent.string() + " failed");
         path_ = tmpl;
     }
@@ -252,11 +279,6 @@ public:
 
 private:
     int wait_exit(int timeout_s) { return test::wait_exit(pid_, timeout_s); }
-
-    static std::string read_text(const fs::path& p) {
-        std::ifstream in(p, std::ios::binary);
-        return {std::istreambuf_iterator<char>(in), {}};
-    }
 
     fs::path mountpoint_;
     fs::path log_;

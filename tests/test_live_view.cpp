@@ -13,7 +13,7 @@ namespace {
 const std::string kCli = TIERCACHE_CLI_BIN;
 
 // A small dataset from `tiercache gen`, and the relative paths of its files.
-std::vector<std::string> make_dataset(const test::fs::path& origin) {
+std::vector<std::string> make_gen_dataset(const test::fs::path& origin) {
     const auto gen = test::run({kCli, "gen", origin.string(), "--files", "120", "--classes", "3"});
     REQUIRE(gen.status == 0);
     return test::list_files(origin);
@@ -85,7 +85,7 @@ void write_plan(const test::fs::path& mount, const std::vector<std::string>& fil
 
 TEST_CASE("stats --watch draws a frame per interval with a row per tier and per job, rates after the first", "[mount][cli][watch]") {
     test::TempDir dir;
-    const auto files = make_dataset(dir / "origin");
+    const auto files = make_gen_dataset(dir / "origin");
     test::fs::create_directories(dir / "nvme");
     // Kernel cache off: every read reaches the cache, so the tiers' counters move.
     test::Mount mnt(dir / "origin", dir / "mnt",
@@ -158,7 +158,7 @@ TEST_CASE("stats --watch exits 1 with a message where there is no mount, and whe
     const auto json = test::run({kCli, "stats", "--watch", "--json", dir.path().string()});
     CHECK(json.status != 0);  // one or the other
 
-    const auto files = make_dataset(dir / "origin");
+    const auto files = make_gen_dataset(dir / "origin");
     test::Mount mnt(dir / "origin", dir / "mnt", {"--dram", "16MiB"});
     // The daemon is killed below: its dead mount is taken away on every way out.
     struct LazyUnmount {
@@ -194,7 +194,7 @@ TEST_CASE("stats --watch exits 1 with a message where there is no mount, and whe
 
 TEST_CASE("on a terminal stats --watch redraws in place and restores it and warm draws its bar, on a pipe neither writes escape codes", "[mount][cli][watch][progress]") {
     test::TempDir dir;
-    make_dataset(dir / "origin");
+    make_gen_dataset(dir / "origin");
     test::Mount mnt(dir / "origin", dir / "mnt", {"--dram", "64MiB"});
     // script(1) gives the command a pseudo-terminal and copies what it wrote to ours (a pipe).
     auto on_terminal = [&](const std::string& command) {

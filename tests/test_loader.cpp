@@ -40,7 +40,7 @@ void make_mixed_dataset(const test::fs::path& root, int count, std::uint64_t see
 }
 
 // `count` files of `size` bytes.
-void make_uniform_dataset(const test::fs::path& root, int count, std::size_t size) {
+void make_flat_dataset(const test::fs::path& root, int count, std::size_t size) {
     for (int i = 0; i < count; ++i) test::write_file(root / ("f" + std::to_string(i)), test::make_bytes(i, size));
 }
 
@@ -189,7 +189,7 @@ TEST_CASE("loader: options are validated, naming the bad value", "[loader]") {
     CHECK_NOTHROW(LoaderOptions{.batch = 32, .depth = 8}.validate());
 
     test::TempDir dir;
-    make_uniform_dataset(dir.path(), 3, 10);
+    make_flat_dataset(dir.path(), 3, 10);
     auto cache = Cache::open(Config{}.origin(dir.path()).dram("16MiB"));
     const EpochPlan plan(cache.catalog().size(), 1, 0);
     CHECK_THROWS_AS(EpochLoader(cache, plan, {.batch = 0}), std::invalid_argument);
@@ -204,7 +204,7 @@ TEST_CASE("loader: with a slow origin, enough threads and depth hide the latency
     // waits most of the time. 8 threads with 4 buffers fill a batch in ~2 ms, while the
     // consumer computes: after the first batch it should hardly wait at all.
     test::TempDir dir;
-    make_uniform_dataset(dir.path(), 160, 4096);
+    make_flat_dataset(dir.path(), 160, 4096);
     auto run = [&](LoaderOptions options) {
         auto cache = slow_cache(dir.path(), 2ms);  // a cold cache each time: every read is slow
         const EpochPlan plan(cache->catalog().size(), 5, 0);
@@ -280,7 +280,7 @@ TEST_CASE("loader: stats count batches, samples and bytes, and wait plus held ad
 
 TEST_CASE("loader: a prefetch window warms the cache beyond the ring", "[loader]") {
     test::TempDir dir;
-    make_uniform_dataset(dir.path(), 64, 8192);
+    make_flat_dataset(dir.path(), 64, 8192);
     auto cache = slow_cache(dir.path(), 1ms);
     const EpochPlan plan(cache->catalog().size(), 4, 0);
     check_epoch(*cache, dir.path(), plan, {.batch = 4, .depth = 2, .threads = 2, .prefetch_window = 16});
@@ -292,7 +292,7 @@ TEST_CASE("loader: a prefetch window warms the cache beyond the ring", "[loader]
 
 TEST_CASE("loader: an origin error surfaces from next() for its batch, and the epoch goes on", "[loader]") {
     test::TempDir dir;
-    make_uniform_dataset(dir.path(), 30, 1000);
+    make_flat_dataset(dir.path(), 30, 1000);
     auto cache = slow_cache(dir.path(), 0us, "f17");
     const EpochPlan plan(cache->catalog().size(), 8, 0);
     const SampleId bad = cache->id_of("f17");
@@ -322,7 +322,7 @@ TEST_CASE("loader: an origin error surfaces from next() for its batch, and the e
 
 TEST_CASE("loader: destroying it mid-epoch with batches held and threads blocked returns, and held batches stay valid", "[loader]") {
     test::TempDir dir;
-    make_uniform_dataset(dir.path(), 40, 3000);
+    make_flat_dataset(dir.path(), 40, 3000);
 
     SECTION("threads blocked on a full ring") {
         auto cache = slow_cache(dir.path(), 1ms);
@@ -386,7 +386,7 @@ TEST_CASE("pinned buffers: page-locked host memory without a GPU, and the loader
     }
 
     test::TempDir dir;
-    make_uniform_dataset(dir.path(), 10, 100 * 1024);
+    make_flat_dataset(dir.path(), 10, 100 * 1024);
     auto cache = Cache::open(Config{}.origin(dir.path()).dram("16MiB"));
     const EpochPlan plan(cache.catalog().size(), 1, 0);
     std::string logged;

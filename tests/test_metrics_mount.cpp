@@ -61,11 +61,6 @@ Scrape parse(const std::string& text) {
     return s;
 }
 
-std::string read_text(const path& p) {
-    std::ifstream in(p, std::ios::binary);
-    return {std::istreambuf_iterator<char>(in), {}};
-}
-
 // prometheus_client's parser over the file, and the README table's names and labels.
 void check_with_prometheus_client(const path& file) {
     // Debian's python3, the one python3-prometheus-client installs for (not a pyenv's first in PATH).
@@ -115,7 +110,7 @@ TEST_CASE("the metrics file and the textfile are Prometheus text with the README
     CHECK(control == std::vector<std::string>{"metrics", "plan", "stats"});
 
     auto scrape = [&] {
-        const std::string text = read_text(mnt / ".tiercache/metrics");
+        const std::string text = test::read_text(mnt / ".tiercache/metrics");
         REQUIRE(!text.empty());
         return check_scrape(text, documented);
     };
@@ -131,7 +126,7 @@ TEST_CASE("the metrics file and the textfile are Prometheus text with the README
     CHECK(v(s0, "tiercache_tier_capacity_bytes", "tier=\"dram\"") == 4 << 20);
     {
         std::ofstream copy(dir / "scrape.txt");
-        copy << read_text(mnt / ".tiercache/metrics");
+        copy << test::read_text(mnt / ".tiercache/metrics");
     }
     check_with_prometheus_client(dir / "scrape.txt");
 
@@ -185,7 +180,7 @@ TEST_CASE("the metrics file and the textfile are Prometheus text with the README
     const std::string job_bytes =
         "tiercache_job_read_bytes_total{" + job + "," + mount_label + "} " + std::to_string(kFiles * kSize) + "\n";
     for (int i = 0; i < 500; ++i) {
-        text = read_text(textfile);
+        text = test::read_text(textfile);
         if (text.find(job_bytes) != std::string::npos) break;
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }

@@ -69,7 +69,8 @@ lock="$(helper_lock_path)"
 exec 9> "$lock"
 flock -w 600 9 || fail "another run held $lock for 10 minutes"
 
-work="$(mktemp -d "$(realpath "${TMPDIR:-/tmp}")/tiercache-test-mh.XXXXXX")"
+# tiercache-test-TAG-: this build's test folders, the ones its no-mounts-left fixture checks.
+work="$(mktemp -d "$(realpath "${TMPDIR:-/tmp}")/tiercache-test-${TIERCACHE_TEST_TAG:-manual}-mh.XXXXXX")"
 origin="$work/origin"
 mkdir -p "$origin/n01/sub" "$origin/n02"
 head -c 0 /dev/urandom > "$origin/n01/empty"

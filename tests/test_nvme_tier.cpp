@@ -13,7 +13,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr std::uint64_t KiB = 1024, MiB = 1024 * 1024;
+using test::KiB;
+using test::MiB;
 
 // An origin tree, its catalog in a segment, and each sample's bytes by id.
 struct Dataset {

@@ -16,13 +16,8 @@ namespace {
 
 using test::fs::path;
 
-std::string read_text(const path& p) {
-    const auto bytes = test::slurp(p);
-    return {reinterpret_cast<const char*>(bytes.data()), bytes.size()};
-}
-
 // The plan in force, read back (reading commits a pending plan first).
-nlohmann::json read_plan(const test::Mount& mnt) { return nlohmann::json::parse(read_text(mnt / ".tiercache/plan")); }
+nlohmann::json read_plan(const test::Mount& mnt) { return nlohmann::json::parse(test::read_text(mnt / ".tiercache/plan")); }
 
 // Writes `text` to the plan as a loader does: open with O_TRUNC, write until done, close.
 // `piece` > 0 writes it in pieces of that many bytes (lines cut anywhere). 0 or the errno of
@@ -62,7 +57,7 @@ struct Dataset {
 
 // `n` files "f000", "f001", ... in the root (so their sample ids are their numbers), and
 // `sub/inner` (a folder, id n), each under 128 KiB: one READ a file.
-Dataset make_dataset(const path& origin, int n) {
+Dataset make_numbered_dataset(const path& origin, int n) {
     Dataset d;
     for (int i = 0; i < n; ++i) {
         char name[16];
@@ -218,17 +213,6 @@ private:
     int to_ = -1, from_ = -1;
 };
 
-// Polls `pred` every 20 ms for up to `timeout_s` seconds.
-template <typename Pred>
-bool eventually(Pred pred, int timeout_s = 10) {
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
-    while (std::chrono::steady_clock::now() < deadline) {
-        if (pred()) return true;
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    return pred();
-}
-
 std::uint64_t plan_jobs(const test::Mount& mnt) { return mnt.stats()["plan"]["jobs"].get<std::uint64_t>(); }
 
 }  // namespace
@@ -236,7 +220,7 @@ std::uint64_t plan_jobs(const test::Mount& mnt) { return mnt.stats()["plan"]["jo
 TEST_CASE("a plan of paths is applied and the mount prefetches it: the reader then only hits", "[mount][plan]") {
     test::TempDir dir;
     const path origin = dir / "origin";
-    const Dataset data = make_dataset(origin, 80);
+    const Dataset data = make_numbered_dataset(origin, 80);
     // Kernel cache off, so every read reaches the cache and its hits count every file.
     test::Mount mnt(origin, dir / "mnt", {"--dram", "64MiB", "--kernel-cache", "off"});
 
@@ -274,7 +258,7 @@ TEST_CASE("a plan of paths is applied and the mount prefetches it: the reader th
 TEST_CASE("a seed plan is the built-in sampler's order: applied, prefetched, hit in that order", "[mount][plan]") {
     test::TempDir dir;
     const path origin = dir / "origin";
-    const Dataset data = make_dataset(origin, 60);
+    const Dataset data = make_numbered_dataset(origin, 60);
     const std::size_t samples = data.names.size() + 1;  // and sub/inner, the last id
     auto name_of = [&](tiercache::SampleId id) { return id < data.names.size() ? data.names[id] : std::string("sub/inner"); };
     test::Mount mnt(origin, dir / "mnt", {"--dram", "64MiB", "--kernel-cache", "off"});
@@ -325,7 +309,7 @@ TEST_CASE("a seed plan is the built-in sampler's order: applied, prefetched, hit
 TEST_CASE("a plan is committed 50 ms after its last write, and by fsync; with prefetch off it still applies", "[mount][plan]") {
     test::TempDir dir;
     const path origin = dir / "origin";
-    const Dataset data = make_dataset(origin, 10);
+    const Dataset data = make_numbered_dataset(origin, 10);
     test::Mount mnt(origin, dir / "mnt", {"--dram", "16MiB", "--prefetch-threads", "0"});
     REQUIRE(write_plan(mnt, "f003\nf001\n") == 0);
     // The stats file does not commit the plan: only the idle timer can have.
@@ -345,13 +329,13 @@ TEST_CASE("a plan is committed 50 ms after its last write, and by fsync; with pr
     const auto plan = read_plan(mnt);
     CHECK(plan["samples"] == 2);
     CHECK_THAT(plan["last_error"].get<std::string>(), Catch::Contains("line 2") && Catch::Contains("nope"));
-    CHECK(read_text(mnt / "f002") == read_text(origin / "f002"));
+    CHECK(test::read_text(mnt / "f002") == test::read_text(origin / "f002"));
 }
 
 TEST_CASE("hostile plans fail with the right errno, change nothing, and the mount serves on", "[mount][plan][errors]") {
     test::TempDir dir;
     const path origin = dir / "origin";
-    const Dataset data = make_dataset(origin, 40);  // at most 4 x 41 + 16 = 180 lines
+    const Dataset data = make_numbered_dataset(origin, 40);  // at most 4 x 41 + 16 = 180 lines
     test::write_file(dir / "outside", test::make_bytes(1, 100));
     test::Mount mnt(origin, dir / "mnt", {"--dram", "32MiB"});
 
@@ -456,7 +440,7 @@ TEST_CASE("hostile plans fail with the right errno, change nothing, and the moun
 TEST_CASE("only the mounting user may write the plan; data files stay unwritable to them", "[mount][plan][permissions]") {
     test::TempDir dir;
     const path origin = dir / "origin";
-    make_dataset(origin, 5);
+    make_numbered_dataset(origin, 5);
     test::Mount mnt(origin, dir / "mnt", {"--dram", "16MiB"});
     const std::string plan = (mnt / ".tiercache/plan").string();
     struct stat st {};
@@ -494,13 +478,13 @@ TEST_CASE("only the mounting user may write the plan; data files stay unwritable
     // Root may write it too (and everything else answers EROFS: test_mount.cpp).
     CHECK(write_plan(mnt, "f004\n") == 0);
     CHECK(read_plan(mnt)["kind"] == "paths");
-    CHECK(read_text(mnt / "f001") == read_text(origin / "f001"));
+    CHECK(test::read_text(mnt / "f001") == test::read_text(origin / "f001"));
 }
 
 TEST_CASE("prefetch options come from flags and from the config file's [mount] table", "[mount][plan][config]") {
     test::TempDir dir;
     const path origin = dir / "origin";
-    make_dataset(origin, 5);
+    make_numbered_dataset(origin, 5);
     test::fs::create_directories(dir / "mnt");
     const std::string bin = test::fuse_binary(), o = origin.string(), m = (dir / "mnt").string();
     const auto config = dir / "tc.toml";
@@ -549,14 +533,14 @@ JobProcess::Body plan_writer(const test::Mount& mnt, std::string text, std::size
         int err = 0;
         if (command == 'w') err = fsync ? write_plan_fsync(mnt, text, piece) : write_plan(mnt, text, piece);
         if (command == 'e') err = write_plan(mnt, "");
-        return std::to_string(err) + "\n" + read_text(mnt / ".tiercache/plan");
+        return std::to_string(err) + "\n" + test::read_text(mnt / ".tiercache/plan");
     };
 }
 
 TEST_CASE("two processes writing plans at the same time each get theirs applied and read back their own", "[mount][plan][jobs]") {
     test::TempDir dir;
     const path origin = dir / "origin";
-    const Dataset data = make_dataset(origin, 80);
+    const Dataset data = make_numbered_dataset(origin, 80);
     const std::size_t samples = data.names.size() + 1;
     test::Mount mnt(origin, dir / "mnt", {"--dram", "64MiB", "--prefetch-threads", "2"});
 
@@ -610,7 +594,7 @@ TEST_CASE("two processes writing plans at the same time each get theirs applied 
     for (tiercache::SampleId id : b_plan.order())
         wanted.insert(id < data.names.size() ? data.names[id] : "sub/inner");
     nlohmann::json after;
-    CHECK(eventually([&] {
+    CHECK(test::eventually([&] {
         after = mnt.stats();
         return after["tiers"]["dram"]["resident_samples"] == wanted.size() && after["prefetch"]["fetched"] == wanted.size();
     }));
@@ -618,13 +602,13 @@ TEST_CASE("two processes writing plans at the same time each get theirs applied 
     CHECK(after["origin"]["reads"] == wanted.size());  // once each, though both plans hold some
     a.end();
     b.end();
-    CHECK(eventually([&] { return plan_jobs(mnt) == 0; }));
+    CHECK(test::eventually([&] { return plan_jobs(mnt) == 0; }));
 }
 
 TEST_CASE("a process that exits loses its plan within seconds and the others keep theirs", "[mount][plan][jobs]") {
     test::TempDir dir;
     const path origin = dir / "origin";
-    const Dataset data = make_dataset(origin, 30);
+    const Dataset data = make_numbered_dataset(origin, 30);
     test::Mount mnt(origin, dir / "mnt", {"--dram", "32MiB", "--prefetch-threads", "1"});
 
     REQUIRE(write_plan(mnt, "f000\nf001\nf002\n") == 0);  // this process: 3 samples
@@ -639,7 +623,7 @@ TEST_CASE("a process that exits loses its plan within seconds and the others kee
     const pid_t a_pid = a.pid();
     a.end(/*reap*/ false);
     const auto start = std::chrono::steady_clock::now();
-    CHECK(eventually([&] { return plan_jobs(mnt) == 2; }));
+    CHECK(test::eventually([&] { return plan_jobs(mnt) == 2; }));
     const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     CHECK(took < 5.0);
     a.wait();
@@ -647,7 +631,7 @@ TEST_CASE("a process that exits loses its plan within seconds and the others kee
     // b is killed outright.
     b.kill(SIGKILL);
     b.wait();
-    CHECK(eventually([&] { return plan_jobs(mnt) == 1; }));
+    CHECK(test::eventually([&] { return plan_jobs(mnt) == 1; }));
     const auto mine = read_plan(mnt);
     CHECK(mine["state"] == "active");
     CHECK(mine["samples"] == 3);
@@ -658,13 +642,13 @@ TEST_CASE("a process that exits loses its plan within seconds and the others kee
     const auto gone = test::run({"sh", "-c", "echo f005 > '" + (mnt / ".tiercache/plan").string() + "'"});
     CHECK(gone.status == 0);
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
-    CHECK(eventually([&] { return plan_jobs(mnt) == 1; }));
+    CHECK(test::eventually([&] { return plan_jobs(mnt) == 1; }));
 }
 
 TEST_CASE("an empty plan removes only the writing process's own plan", "[mount][plan][jobs]") {
     test::TempDir dir;
     const path origin = dir / "origin";
-    make_dataset(origin, 20);
+    make_numbered_dataset(origin, 20);
     test::Mount mnt(origin, dir / "mnt", {"--dram", "32MiB"});
 
     JobProcess other(plan_writer(mnt, "f010\nf011\n"));
@@ -698,7 +682,7 @@ TEST_CASE("an empty plan removes only the writing process's own plan", "[mount][
 TEST_CASE("two processes writing plans over and over never get each other's EINVAL", "[mount][plan][jobs][errors]") {
     test::TempDir dir;
     const path origin = dir / "origin";
-    const Dataset data = make_dataset(origin, 60);
+    const Dataset data = make_numbered_dataset(origin, 60);
     test::Mount mnt(origin, dir / "mnt", {"--dram", "64MiB", "--prefetch-threads", "1"});
 
     // Each: 25 plans, each in pieces of 2 to 5 bytes (lines cut anywhere), fsync'd: every
@@ -717,7 +701,7 @@ TEST_CASE("two processes writing plans over and over never get each other's EINV
             std::vector<std::string> last(names.begin(), names.begin() + 3);
             const int err = write_plan_fsync(mnt, lines(last), 2);
             if (err) failures += std::string("last: ") + std::strerror(err);
-            return std::to_string(failures.empty() ? 0 : 1) + "\n" + read_text(mnt / ".tiercache/plan") + failures;
+            return std::to_string(failures.empty() ? 0 : 1) + "\n" + test::read_text(mnt / ".tiercache/plan") + failures;
         };
     };
     JobProcess a(rounds({data.names.begin(), data.names.begin() + 30}, 1));
@@ -740,7 +724,7 @@ TEST_CASE("two processes writing plans over and over never get each other's EINV
 TEST_CASE("at most 64 jobs hold plans: the 65th is refused with EINVAL until one ends", "[mount][plan][jobs][errors]") {
     test::TempDir dir;
     const path origin = dir / "origin";
-    make_dataset(origin, 70);
+    make_numbered_dataset(origin, 70);
     test::Mount mnt(origin, dir / "mnt", {"--dram", "32MiB", "--prefetch-threads", "1"});
 
     std::vector<std::unique_ptr<JobProcess>> jobs;
@@ -766,20 +750,20 @@ TEST_CASE("at most 64 jobs hold plans: the 65th is refused with EINVAL until one
 
     // One ends: its slot is free again once its exit is seen.
     jobs[0]->end();
-    CHECK(eventually([&] { return plan_jobs(mnt) == 63; }));
+    CHECK(test::eventually([&] { return plan_jobs(mnt) == 63; }));
     const Answer taken = parse_answer(jobs[64]->run('w'));
     CHECK(taken.err == 0);
     CHECK(taken.plan["state"] == "active");
     CHECK(taken.plan["last_error"].is_null());
     CHECK(plan_jobs(mnt) == 64);
     jobs.clear();  // killed and reaped
-    CHECK(eventually([&] { return plan_jobs(mnt) == 0; }));
+    CHECK(test::eventually([&] { return plan_jobs(mnt) == 0; }));
 }
 
 TEST_CASE("more than 64 plans pending at once: the oldest is dropped, and says so", "[mount][plan][jobs][errors]") {
     test::TempDir dir;
     const path origin = dir / "origin";
-    make_dataset(origin, 60);  // plans of at most 4 x 61 + 16 = 260 lines
+    make_numbered_dataset(origin, 60);  // plans of at most 4 x 61 + 16 = 260 lines
     test::Mount mnt(origin, dir / "mnt", {"--dram", "16MiB", "--prefetch-threads", "0"});
 
     // 70 threads, each with its own open file (a thread's own open never commits another's
@@ -829,14 +813,14 @@ TEST_CASE("more than 64 plans pending at once: the oldest is dropped, and says s
         CHECK_THAT(mnt.log(), Catch::Contains("more than 64 plans pending at once"));
     }
     // The rest applied (one job: the latest wins), and the mount serves on.
-    CHECK(eventually([&] { return read_plan(mnt)["state"] == "active"; }));
-    CHECK(read_text(mnt / "f001") == read_text(origin / "f001"));
+    CHECK(test::eventually([&] { return read_plan(mnt)["state"] == "active"; }));
+    CHECK(test::read_text(mnt / "f001") == test::read_text(origin / "f001"));
 }
 
 TEST_CASE("overlapping plans of two processes: each prefetcher follows its own readers, forked workers included", "[mount][plan][jobs]") {
     test::TempDir dir;
     const path origin = dir / "origin";
-    const Dataset data = make_dataset(origin, 200);
+    const Dataset data = make_numbered_dataset(origin, 200);
     // Every read reaches the cache; a window of 4 samples: a window dragged along by the other
     // job's reads (the same samples in another order) would skip most of its own positions.
     test::Mount mnt(origin, dir / "mnt", {"--dram", "64MiB", "--kernel-cache", "off", "--prefetch-window", "4",
@@ -850,7 +834,7 @@ TEST_CASE("overlapping plans of two processes: each prefetcher follows its own r
         return [&mnt, &origin, order, workers](char command) -> std::string {
             if (command == 'w') {
                 const int err = write_plan(mnt, lines(order));  // before the read-back (a + b: either may go first)
-                return std::to_string(err) + "\n" + read_text(mnt / ".tiercache/plan");
+                return std::to_string(err) + "\n" + test::read_text(mnt / ".tiercache/plan");
             }
             auto read_share = [&](int worker, int of) {
                 std::size_t bad = 0;

@@ -55,7 +55,8 @@ trap 'exit 143' TERM
 
 [ -e /dev/fuse ] || { echo "test_pytorch: /dev/fuse is missing: cannot mount" >&2; exit 1; }
 
-work="$(mktemp -d "$(realpath "${TMPDIR:-/tmp}")/tiercache-torch.XXXXXX")"
+# tiercache-test-TAG-: this build's test folders, the ones its no-mounts-left fixture checks.
+work="$(mktemp -d "$(realpath "${TMPDIR:-/tmp}")/tiercache-test-${TIERCACHE_TEST_TAG:-manual}-torch.XXXXXX")"
 origin="$work/origin"
 mnt="$work/mnt"
 mkdir "$mnt"

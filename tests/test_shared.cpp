@@ -18,7 +18,7 @@ using namespace tiercache;
 namespace {
 
 // `count` files of 20-80 KiB; their bytes by relative path.
-std::map<std::string, test::Bytes> make_dataset(const test::fs::path& root, int count, std::uint64_t seed = 11) {
+std::map<std::string, test::Bytes> make_dataset_bytes(const test::fs::path& root, int count, std::uint64_t seed = 11) {
     std::mt19937_64 rng(seed);
     std::map<std::string, test::Bytes> files;
     for (int i = 0; i < count; ++i) {
@@ -44,20 +44,11 @@ test::Bytes read_all(Cache& cache, SampleId id) {
     return out;
 }
 
-template <class Pred>
-bool eventually(Pred pred, int ms = 5000) {
-    for (int waited = 0; waited < ms; waited += 10) {
-        if (pred()) return true;
-        std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    return pred();
-}
-
 }  // namespace
 
 TEST_CASE("an attached client reads the owner's bytes, from shared memory once they are there", "[shared]") {
     test::TempDir dir;
-    const auto files = make_dataset(dir.path(), 60);
+    const auto files = make_dataset_bytes(dir.path(), 60);
     const std::string name = unique_name("read");
     Cache owner(Config{}.origin(dir.path()).dram("64MiB").share(name));
     Cache client = Cache::attach(name);
@@ -91,7 +82,7 @@ TEST_CASE("an attached client reads the owner's bytes, from shared memory once t
 
 TEST_CASE("clients and the owner read correct bytes while the dram tier evicts under them", "[shared]") {
     test::TempDir dir;
-    const auto files = make_dataset(dir.path(), 200);
+    const auto files = make_dataset_bytes(dir.path(), 200);
     const std::string name = unique_name("evict");
     // Room for a quarter: every round evicts, and clients copy bytes the owner frees and reuses.
     Cache owner(Config{}.origin(dir.path()).dram(std::to_string(total_bytes(files) / 4)).policy("lru").share(name));
@@ -124,7 +115,7 @@ TEST_CASE("clients and the owner read correct bytes while the dram tier evicts u
 
 TEST_CASE("each job registers its plan with the owner, and a job's plan goes with it", "[shared]") {
     test::TempDir dir;
-    const auto files = make_dataset(dir.path(), 40);
+    const auto files = make_dataset_bytes(dir.path(), 40);
     const std::string name = unique_name("plans");
     Cache owner(Config{}.origin(dir.path()).dram("64MiB").share(name));
     owner.set_plan(EpochPlan(files.size(), 1, 0));
@@ -141,13 +132,13 @@ TEST_CASE("each job registers its plan with the owner, and a job's plan goes wit
         CHECK(owner.stats().plan_jobs == 2);
     }
     // Both clients went: their connections close and a's plan is dropped.
-    CHECK(eventually([&] { return owner.stats().plan_jobs == 1 && owner.stats().share_connections == 0; }));
+    CHECK(test::eventually([&] { return owner.stats().plan_jobs == 1 && owner.stats().share_connections == 0; }));
     CHECK(owner.stats().share_jobs == 0);
 }
 
 TEST_CASE("an EpochLoader works over an attached client", "[shared]") {
     test::TempDir dir;
-    const auto files = make_dataset(dir.path(), 50);
+    const auto files = make_dataset_bytes(dir.path(), 50);
     const std::string name = unique_name("loader");
     Cache owner(Config{}.origin(dir.path()).dram("64MiB").share(name));
     Cache client = Cache::attach(name);
@@ -170,7 +161,7 @@ TEST_CASE("an EpochLoader works over an attached client", "[shared]") {
 
 TEST_CASE("a client whose owner closed gets OwnerGone, not a hang", "[shared]") {
     test::TempDir dir;
-    const auto files = make_dataset(dir.path(), 10);
+    const auto files = make_dataset_bytes(dir.path(), 10);
     const std::string name = unique_name("closed");
     auto owner = std::make_unique<Cache>(Config{}.origin(dir.path()).dram("64MiB").share(name));
     Cache client = Cache::attach(name);
@@ -193,7 +184,7 @@ TEST_CASE("a client whose owner closed gets OwnerGone, not a hang", "[shared]") 
 
 TEST_CASE("shared caches refuse what they cannot do, with a message naming it", "[shared]") {
     test::TempDir dir;
-    make_dataset(dir.path(), 5);
+    make_dataset_bytes(dir.path(), 5);
     const std::string name = unique_name("refuse");
     Cache owner(Config{}.origin(dir.path()).dram("64MiB").share(name));
 
@@ -272,7 +263,7 @@ TEST_CASE("shared caches refuse what they cannot do, with a message naming it", 
 
 TEST_CASE("a group opens a shared cache's files to its members", "[shared]") {
     test::TempDir dir;
-    make_dataset(dir.path(), 5);
+    make_dataset_bytes(dir.path(), 5);
     const std::string name = unique_name("group");
     Cache owner(Config{}.origin(dir.path()).dram("64MiB").share(name).share_group("root"));
     const auto paths = SharePaths::of("/dev/shm", name);
@@ -286,7 +277,7 @@ TEST_CASE("a group opens a shared cache's files to its members", "[shared]") {
 
 TEST_CASE("an owner removes the files of shares whose owner died", "[shared]") {
     test::TempDir data, shm;
-    make_dataset(data.path(), 5);
+    make_dataset_bytes(data.path(), 5);
     // What kill -9 leaves: the segment, the socket's name and an unlocked lock file.
     const auto dead = SharePaths::of(shm.path(), "dead");
     for (const auto& p : {dead.segment, dead.socket, dead.lock}) test::write_file(p, test::make_bytes(1, 100));

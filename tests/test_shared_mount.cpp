@@ -74,16 +74,6 @@ std::string text_of(const test::fs::path& p) {
     return {std::istreambuf_iterator<char>(in), {}};
 }
 
-// Polls the owner's stats until `pred` holds (or `ms` pass).
-template <class Pred>
-bool eventually(Pred pred, int ms = 10000) {
-    for (int waited = 0; waited < ms; waited += 20) {
-        if (pred()) return true;
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    return pred();
-}
-
 // Stats of a shared cache, from a short-lived client of our own.
 Stats shared_stats(const std::string& name) { return Cache::attach(name).stats(); }
 
@@ -114,7 +104,7 @@ TEST_CASE("four jobs, two attached and two through the mount, read once and hold
     CHECK(stats["tiers"]["dram"]["used_bytes"].get<std::uint64_t>() == total);  // and held once
     CHECK(stats["tiers"]["dram"]["resident_samples"].get<std::uint64_t>() == 240);
     CHECK(stats["tiers"]["dram"]["hits"].get<std::uint64_t>() > 0);
-    CHECK(eventually([&] { return mount.stats()["share"]["connections"] == 0; }));
+    CHECK(test::eventually([&] { return mount.stats()["share"]["connections"] == 0; }));
 }
 
 TEST_CASE("clients killed with kill -9 fifty times never hurt the owner or the other clients", "[shared][mount][kill]") {
@@ -124,8 +114,8 @@ TEST_CASE("clients killed with kill -9 fifty times never hurt the owner or the o
     const std::string name = unique_name("kill");
     // A dram tier of a third of the dataset: the owner evicts all along, under the clients' copies.
     Child owner({TIERCACHE_CLI_BIN, "serve", origin.string(), "--name", name, "--dram", std::to_string(total / 3)}, dir / "owner.log");
-    REQUIRE(eventually([&] { return test::fs::exists(SharePaths::of("/dev/shm", name).socket); }));
-    REQUIRE(eventually([&] {
+    REQUIRE(test::eventually([&] { return test::fs::exists(SharePaths::of("/dev/shm", name).socket); }));
+    REQUIRE(test::eventually([&] {
         try {
             return shared_stats(name).samples == 300;
         } catch (const std::exception&) {
@@ -141,7 +131,7 @@ TEST_CASE("clients killed with kill -9 fifty times never hurt the owner or the o
         const auto ready = dir / ("victim" + std::to_string(i) + ".ready");
         Child victim(api_job(name, origin, 1000 + static_cast<std::uint64_t>(i),
                              {"--loop", i % 2 ? "--plan" : "--loader", "--ready", ready.string()}));
-        REQUIRE(eventually([&] { return test::fs::exists(ready); }));
+        REQUIRE(test::eventually([&] { return test::fs::exists(ready); }));
         std::this_thread::sleep_for(std::chrono::milliseconds(rng() % 40));
         victim.kill(SIGKILL);
         REQUIRE(victim.wait(10) == 128 + SIGKILL);
@@ -155,7 +145,7 @@ TEST_CASE("clients killed with kill -9 fifty times never hurt the owner or the o
 
     // The owner's accounting is back at its baseline: no client, no job, no plan.
     Stats s;
-    CHECK(eventually([&] {
+    CHECK(test::eventually([&] {
         s = shared_stats(name);
         return s.share_connections == 1 && s.share_jobs == 1 && s.plan_jobs == 0;  // 1: our stats client
     }));
@@ -178,7 +168,7 @@ TEST_CASE("when the owner is killed, clients fail within a bounded time, and a r
     const std::vector<std::string> serve = {TIERCACHE_CLI_BIN, "serve", origin.string(), "--name", name, "--dram", "64MiB",
                                             "--nvme", nvme.string() + ":256MiB"};
     auto owner = std::make_unique<Child>(serve, dir / "owner.log");
-    REQUIRE(eventually([&] {
+    REQUIRE(test::eventually([&] {
         try {
             return shared_stats(name).samples == 120;
         } catch (const std::exception&) {
@@ -220,7 +210,7 @@ TEST_CASE("when the owner is killed, clients fail within a bounded time, and a r
 
     // A restarted owner takes the name over and finds its nvme tier warm: no origin reads.
     owner = std::make_unique<Child>(serve, dir / "owner2.log");
-    REQUIRE(eventually([&] {
+    REQUIRE(test::eventually([&] {
         try {
             return shared_stats(name).samples == 120;
         } catch (const std::exception&) {
@@ -246,7 +236,7 @@ TEST_CASE("only the owner's user attaches, unless the owner names a group", "[sh
     const std::string name = unique_name("perm");
     {
         Child owner({TIERCACHE_CLI_BIN, "serve", origin.string(), "--name", name, "--dram", "64MiB"}, dir / "owner.log");
-        REQUIRE(eventually([&] { return test::fs::exists(SharePaths::of("/dev/shm", name).socket); }));
+        REQUIRE(test::eventually([&] { return test::fs::exists(SharePaths::of("/dev/shm", name).socket); }));
         std::this_thread::sleep_for(std::chrono::milliseconds(200));
         Child other(api_job(name, origin, 1, {"--as-user", "65534:65534"}), dir / "other.out");
         CHECK(other.wait(30) == 2);
@@ -259,7 +249,7 @@ TEST_CASE("only the owner's user attaches, unless the owner names a group", "[sh
     {
         Child owner({TIERCACHE_CLI_BIN, "serve", origin.string(), "--name", name, "--dram", "64MiB", "--group", "nogroup"},
                     dir / "owner2.log");
-        REQUIRE(eventually([&] { return test::fs::exists(SharePaths::of("/dev/shm", name).socket); }));
+        REQUIRE(test::eventually([&] { return test::fs::exists(SharePaths::of("/dev/shm", name).socket); }));
         std::this_thread::sleep_for(std::chrono::milliseconds(200));
         Child member(api_job(name, origin, 1, {"--as-user", "65534:65534"}), dir / "member.out");
         INFO(text_of(dir / "member.out"));

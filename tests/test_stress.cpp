@@ -36,12 +36,12 @@ std::uint64_t reads_per_thread() {
 }
 
 // 400 files of 1 B to 48 KiB (about 9.5 MiB) in 10 folders, and their bytes.
-struct Dataset {
+struct StressDataset {
     test::TempDir dir{"/var/tmp"};  // the nvme tier's O_DIRECT needs a disk filesystem beside it
     std::vector<std::string> paths;
     std::vector<test::Bytes> bytes;
     std::uint64_t total = 0;
-    Dataset() {
+    StressDataset() {
         std::mt19937_64 rng(11);
         for (int i = 0; i < 400; ++i) {
             const std::size_t size = i % 50 == 0 ? 1 + rng() % 64 : 1 + rng() % (48 * 1024);
@@ -69,7 +69,7 @@ struct Counts {
 // Runs `read(thread, i, offset, dest) -> bytes read or -1` on kThreads threads, each making
 // `n` random reads, and checks each against the origin.
 template <class Read>
-void hammer(const Dataset& data, std::uint64_t n, Counts& counts, Read read) {
+void hammer(const StressDataset& data, std::uint64_t n, Counts& counts, Read read) {
     std::vector<std::thread> threads;
     for (int t = 0; t < kThreads; ++t)
         threads.emplace_back([&, t] {
@@ -97,7 +97,7 @@ void hammer(const Dataset& data, std::uint64_t n, Counts& counts, Read read) {
 }  // namespace
 
 TEST_CASE("stress: 8 threads of random reads through the API while dram and nvme churn", "[stress]") {
-    const Dataset data;
+    const StressDataset data;
     const std::uint64_t n = reads_per_thread();
     auto cache = Cache::open(Config{}
                                  .origin(data.origin())
@@ -129,7 +129,7 @@ TEST_CASE("stress: 8 threads of random reads through the API while dram and nvme
 }
 
 TEST_CASE("stress: 8 threads of random reads through the mount while dram and nvme churn", "[stress]") {
-    const Dataset data;
+    const StressDataset data;
     const std::uint64_t n = reads_per_thread();
     // Kernel cache off: every read reaches the daemon and its churning tiers.
     test::Mount mount(data.origin(), data.dir / "mnt",
