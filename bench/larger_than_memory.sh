@@ -88,7 +88,7 @@ trap 'exit 143' TERM
 
 if [ ! -x "$tc" ] || [ ! -x "$tc_fuse" ]; then
     [ -f "$build/CMakeCache.txt" ] || cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >&2
-    cmake --build "$build" -j2 --target tiercache-cli tiercache-fuse >&2
+    cmake --build "$build" -j2 --target tiercache-tools >&2
 fi
 
 # On the real disk (not /tmp, which may be a tmpfs elsewhere): the nvme tier lives here.

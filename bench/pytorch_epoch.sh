@@ -76,7 +76,7 @@ trap 'exit 143' TERM
 
 if [ ! -x "$tc" ] || [ ! -x "$tc_fuse" ]; then
     cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >&2
-    cmake --build "$build" -j2 --target tiercache-cli tiercache-fuse >&2
+    cmake --build "$build" -j2 --target tiercache-tools >&2
 fi
 
 # On the real disk (not /tmp, which may be a tmpfs elsewhere): the throttle applies to it.

@@ -71,7 +71,7 @@ done
 if [ ! -x "$tc" ] || [ ! -x "$tc_fuse" ]; then
     log "building $tc and $tc_fuse"
     cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release >&2
-    cmake --build "$build_dir" -j2 --target tiercache-cli tiercache-fuse >&2
+    cmake --build "$build_dir" -j2 --target tiercache-tools >&2
 fi
 
 parent="${TIERCACHE_BENCH_DIR:-/tmp}"
