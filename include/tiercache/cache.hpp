@@ -1,6 +1,6 @@
 // The cache: a sample's way from the origin to a reader, top to bottom.
 //
-//   Cache::read / read_chunk
+//   Cache::read / read_chunk / acquire / prefetch, each through locate():
 //     1. a memory tier holds it (dram, then pmem, cxl)?  pin it, copy from (or hand out) its
 //        bytes; a hit below dram may promote it, as that tier's policy says      -> hit
 //     2. the nvme tier holds it?   read it whole, verify its checksum, promote it
@@ -185,43 +185,15 @@ public:
         // not per chunk (reads are not tied to a job: a second chunk would use up another
         // job's use of it).
         if (offset == 0) next_use_->consume(id);
-        auto part = [&](std::span<const std::byte> whole) { return whole.subspan(offset, length); };
-
-        bool waited = false;
-        for (;;) {
-            if (SampleRef ref = find_in_memory(id, length)) {
-                const auto bytes = part(ref.bytes());
-                return {std::move(ref), bytes, waited};
-            }
-            if (nvme_) {
-                std::span<std::byte> whole = thread_buffer(size);
-                if (NvmeHit got = read_nvme(id, whole); got.hit) {
-                    if (!got.promoted) return {{}, part(whole), waited};  // held on nvme only
-                    const auto bytes = part(got.promoted.bytes());
-                    return {std::move(got.promoted), bytes, waited};
-                }
-            }
-            Fetch fetch = begin_fetch(id);
-            if (fetch.kind == Fetch::wait) {
-                fetching_[id].wait(1);
-                waited = true;
-                continue;
-            }
-            if (fetch.kind == Fetch::bypass) {  // no tier takes it: just the bytes asked for
-                const std::size_t n = read_origin(id, offset, scratch.first(length), false);
-                return {{}, scratch.first(n), true};
-            }
-            if (fetch.kind == Fetch::nvme) {
-                std::span<std::byte> whole = thread_buffer(size);
-                finish_nvme_fetch(id, fetch.version, whole);
-                return {{}, part(whole), true};
-            }
-            SampleRef ref = finish_fetch(id, fetch);
-            waited = true;
-            if (!ref) continue;
-            const auto bytes = part(ref.bytes());
-            return {std::move(ref), bytes, true};
+        Found found = locate(id, {.counted_bytes = length, .waits = true});
+        if (found.kind == Found::memory) {
+            const auto bytes = found.ref.bytes().subspan(offset, length);
+            return {std::move(found.ref), bytes, found.waited};
         }
+        if (found.kind == Found::buffer) return {{}, found.whole.subspan(offset, length), found.waited};
+        // Rejected: no tier takes it, so just the bytes asked for.
+        const std::size_t n = read_origin(id, offset, scratch.first(length), false);
+        return {{}, scratch.first(n), true};
     }
 
     // The whole sample pinned in a memory tier (zero-copy), bringing it in if a tier's policy
@@ -230,25 +202,9 @@ public:
     SampleRef acquire(SampleId id) {
         check(id);
         if (client_) return {};
-        const std::uint64_t size = catalog_.size_of(id);
         next_use_->consume(id);
-        for (;;) {
-            if (SampleRef ref = find_in_memory(id, size)) return ref;
-            if (nvme_) {
-                if (NvmeHit got = read_nvme(id, thread_buffer(size)); got.hit) return std::move(got.promoted);
-            }
-            Fetch fetch = begin_fetch(id);
-            if (fetch.kind == Fetch::wait) {
-                fetching_[id].wait(1);
-                continue;
-            }
-            if (fetch.kind == Fetch::bypass) return {};
-            if (fetch.kind == Fetch::nvme) {
-                finish_nvme_fetch(id, fetch.version, thread_buffer(size));
-                return {};
-            }
-            if (SampleRef ref = finish_fetch(id, fetch)) return ref;
-        }
+        Found found = locate(id, {.counted_bytes = catalog_.size_of(id), .waits = true});
+        return std::move(found.ref);  // held on nvme only, or by no tier: nothing pinned
     }
 
     // ---- consistency with the origin ------------------------------------------------------
@@ -344,22 +300,12 @@ public:
     Prefetched prefetch(SampleId id) {
         check(id);
         if (client_) return static_cast<Prefetched>(client_->prefetch(id));
-        for (std::size_t k = 0; k < memory_.size(); ++k) {
-            if (!memory_[k]->resident(id)) continue;
-            if (k > 0 && promotion_possible(id, k)) move_up(id, k);
-            return Prefetched::resident;
-        }
-        const std::uint64_t size = catalog_.size_of(id);
-        if (nvme_ && nvme_->contains(id)) {
-            if (NvmeHit got = read_nvme(id, thread_buffer(size)); got.hit)
-                return got.promoted ? Prefetched::fetched : Prefetched::rejected;  // on nvme, no room above
-        }
-        Fetch fetch = begin_fetch(id);
-        switch (fetch.kind) {
-            case Fetch::wait: return Prefetched::raced;
-            case Fetch::bypass: return Prefetched::rejected;
-            case Fetch::nvme: finish_nvme_fetch(id, fetch.version, thread_buffer(size)); return Prefetched::fetched;
-            case Fetch::memory: finish_fetch(id, fetch); return Prefetched::fetched;
+        const Found found = locate(id, {.counted_bytes = 0, .waits = false});
+        switch (found.kind) {
+            case Found::memory: return found.moved ? Prefetched::fetched : Prefetched::resident;
+            case Found::buffer: return found.moved ? Prefetched::fetched : Prefetched::rejected;  // not moved: on nvme, no room above
+            case Found::raced: return Prefetched::raced;
+            case Found::rejected: return Prefetched::rejected;
         }
         return Prefetched::rejected;
     }
@@ -492,23 +438,88 @@ private:
                                 std::to_string(catalog_.size()) + ")");
     }
 
-    // ---- hits ---------------------------------------------------------------------------
+    // ---- finding a sample: memory -> nvme -> the origin ----------------------------------
 
-    // The sample pinned in the fastest memory tier holding it, counting a hit there and a
-    // miss in each tier above; a hit below the first tier may promote it.
-    SampleRef find_in_memory(SampleId id, std::size_t length) {
+    // How the caller of locate() uses what it finds.
+    struct Use {
+        // A read of this many bytes, counted as a hit or miss in each tier it looks in; 0 for
+        // a prefetch, which counts nothing, pins nothing, and moves a resident sample up whole.
+        std::uint64_t counted_bytes = 0;
+        bool waits = true;  // waits for another thread's fetch of the sample; else: raced
+    };
+
+    // Where locate() found or put the sample.
+    struct Found {
+        enum Kind {
+            memory,    // in a memory tier: `ref` pins it (empty for a prefetch of a resident one)
+            buffer,    // whole in the calling thread's buffer (`whole`), verified: on nvme only
+            raced,     // another thread is fetching it and the caller does not wait
+            rejected,  // no tier admits it: the caller reads the origin itself, or gives up
+        } kind;
+        SampleRef ref;
+        std::span<const std::byte> whole;
+        bool waited = false;  // it waited on the origin (its own fetch or another's): a stall
+        bool moved = false;   // this call brought it in: from nvme into memory, or from the origin
+    };
+
+    // The one way a sample is looked for and brought in, for read_chunk, acquire and prefetch.
+    Found locate(SampleId id, const Use& use) {
+        bool waited = false;
+        for (;;) {
+            if (std::optional<SampleRef> in = find_in_memory(id, use)) return {Found::memory, std::move(*in), {}, waited};
+            // A prefetch asks the index first, so that it counts no nvme miss.
+            if (nvme_ && (use.counted_bytes != 0 || nvme_->contains(id))) {
+                const std::span<std::byte> whole = thread_buffer(catalog_.size_of(id));
+                if (NvmeHit got = read_nvme(id, whole); got.hit) {
+                    if (got.promoted) return {Found::memory, std::move(got.promoted), {}, waited, true};
+                    return {Found::buffer, {}, whole, waited, false};
+                }
+            }
+            const Fetch fetch = begin_fetch(id);
+            switch (fetch.kind) {
+                case Fetch::wait:
+                    if (!use.waits) return {Found::raced, {}, {}};
+                    fetching_[id].wait(1);
+                    waited = true;
+                    continue;
+                case Fetch::bypass: return {Found::rejected, {}, {}, waited};
+                case Fetch::nvme: {
+                    const std::span<std::byte> whole = thread_buffer(catalog_.size_of(id));
+                    finish_nvme_fetch(id, fetch.version, whole);
+                    return {Found::buffer, {}, whole, true, true};
+                }
+                case Fetch::memory: {
+                    SampleRef ref = finish_fetch(id, fetch);
+                    waited = true;
+                    // Empty: revalidated while it was read, nothing kept. A reader looks again.
+                    if (ref || !use.waits) return {Found::memory, std::move(ref), {}, true, true};
+                    continue;
+                }
+            }
+        }
+    }
+
+    // The sample in the fastest memory tier holding it: pinned, counting a hit there and a
+    // miss in each tier above, and maybe promoted; for a prefetch (nothing counted), not
+    // pinned, and moved up whole if a faster tier would take it. Nothing if no tier holds it.
+    std::optional<SampleRef> find_in_memory(SampleId id, const Use& use) {
         for (std::size_t k = 0; k < memory_.size(); ++k) {
             MemoryTier& tier = *memory_[k];
+            if (use.counted_bytes == 0) {
+                if (!tier.resident(id)) continue;
+                if (k > 0 && promotion_possible(id, k)) move_up(id, k);
+                return SampleRef{};
+            }
             if (SampleRef ref = tier.pin(id)) {
                 tier.counters().hits.fetch_add(1, std::memory_order_relaxed);
-                tier.counters().bytes_read.fetch_add(length, std::memory_order_relaxed);
+                tier.counters().bytes_read.fetch_add(use.counted_bytes, std::memory_order_relaxed);
                 tier.policy().on_hit(id);
                 if (k > 0 && promotion_possible(id, k)) promote(id, k, ref);
                 return ref;
             }
             tier.counters().misses.fetch_add(1, std::memory_order_relaxed);
         }
-        return {};
+        return std::nullopt;
     }
 
     // Whether a tier faster than `k` could take `id` now, checked without the lock so that
@@ -523,17 +534,10 @@ private:
     void promote(SampleId id, std::size_t k, const SampleRef& from) {
         std::lock_guard lock(placement_mutex_);
         if (fetching_[id].load() != 0 || !memory_[k]->resident(id)) return;  // on the move already
-        const std::uint64_t checksum = *memory_[k]->checksum(id);
-        for (std::size_t j = 0; j < k; ++j) {
-            if (std::byte* bytes = admit_into(j, id)) {
-                std::memcpy(bytes, from.bytes().data(), from.bytes().size());
-                memory_[j]->publish(id, bytes, checksum);
-                memory_[j]->counters().promotions.fetch_add(1, std::memory_order_relaxed);
-                // Making room above may have demoted a victim into tier k and evicted `id`
-                // from it already; otherwise it goes now (the reader's pin keeps its bytes).
-                if (memory_[k]->resident(id)) memory_[k]->evict(id);
-                return;
-            }
+        if (place_copy(id, from.bytes(), *memory_[k]->checksum(id), 0, k, Counted::promotion)) {
+            // Making room above may have demoted a victim into tier k and evicted `id` from it
+            // already; otherwise it goes now (the reader's pin keeps its bytes).
+            if (memory_[k]->resident(id)) memory_[k]->evict(id);
         }
     }
 
@@ -556,14 +560,9 @@ private:
             std::memcpy(copy.data(), from.bytes().data(), copy.size());
         }
         memory_[k]->evict(id);
-        for (std::size_t j = 0; j < memory_.size(); ++j) {  // back into tier k at worst: its room is free
-            if (std::byte* bytes = admit_into(j, id)) {
-                std::memcpy(bytes, copy.data(), copy.size());
-                memory_[j]->publish(id, bytes, checksum);
-                if (j < k) memory_[j]->counters().promotions.fetch_add(1, std::memory_order_relaxed);
-                return;
-            }
-        }
+        // Back into tier k at worst, its room being free; a promotion only above it.
+        if (const auto placed = place_copy(id, copy, checksum, 0, memory_.size(), Counted::nothing); placed && *placed < k)
+            memory_[*placed]->counters().promotions.fetch_add(1, std::memory_order_relaxed);
     }
 
     // ---- placement: placement_mutex_ held ------------------------------------------------
@@ -584,19 +583,32 @@ private:
         return nullptr;
     }
 
+    enum class Counted { nothing, promotion };
+
+    // Admit, copy, publish (and count): puts a copy of `bytes` (sample `id`, with `checksum`)
+    // into the first memory tier in [first, last) whose policy admits it, demoting that tier's
+    // victims as needed. The tier it went to, or nothing. `pinned`, if given, receives the
+    // caller's pinned view of the new copy.
+    std::optional<std::size_t> place_copy(SampleId id, std::span<const std::byte> bytes, std::uint64_t checksum,
+                                          std::size_t first, std::size_t last, Counted counted, SampleRef* pinned = nullptr) {
+        for (std::size_t j = first; j < last; ++j) {
+            std::byte* block = admit_into(j, id);
+            if (block == nullptr) continue;
+            std::memcpy(block, bytes.data(), bytes.size());
+            SampleRef ref = memory_[j]->publish(id, block, checksum);
+            if (counted == Counted::promotion) memory_[j]->counters().promotions.fetch_add(1, std::memory_order_relaxed);
+            if (pinned) *pinned = std::move(ref);
+            return j;
+        }
+        return std::nullopt;
+    }
+
     // Evicts `id` from memory tier k, first copying it to the next tier down that admits it.
     void demote(std::size_t k, SampleId id) {
         MemoryTier& tier = *memory_[k];
         if (SampleRef from = tier.pin(id)) {
             const std::uint64_t checksum = *tier.checksum(id);
-            bool placed = false;
-            for (std::size_t j = k + 1; j < memory_.size() && !placed; ++j) {
-                if (std::byte* bytes = admit_into(j, id)) {
-                    std::memcpy(bytes, from.bytes().data(), from.bytes().size());
-                    memory_[j]->publish(id, bytes, checksum);
-                    placed = true;
-                }
-            }
+            bool placed = place_copy(id, from.bytes(), checksum, k + 1, memory_.size(), Counted::nothing).has_value();
             if (!placed && nvme_) placed = put_nvme(id, from.bytes(), checksum);
             if (placed) tier.counters().demotions.fetch_add(1, std::memory_order_relaxed);
         }
@@ -643,15 +655,11 @@ private:
         std::lock_guard lock(placement_mutex_);
         if (fetching_[id].load() != 0) return {true, {}};
         if (versions_[id].load() != version) return {true, {}};  // the file changed meanwhile: keep no copy of it
-        for (std::size_t k = 0; k < memory_.size(); ++k) {
-            if (memory_[k]->resident(id)) return {true, {}};  // promoted by another reader meanwhile
-            if (std::byte* bytes = admit_into(k, id)) {
-                std::memcpy(bytes, whole.data(), whole.size());
-                memory_[k]->counters().promotions.fetch_add(1, std::memory_order_relaxed);
-                return {true, memory_[k]->publish(id, bytes, checksum)};
-            }
-        }
-        return {true, {}};
+        for (const auto& tier : memory_)
+            if (tier->resident(id)) return {true, {}};  // promoted by another reader meanwhile
+        SampleRef promoted;
+        place_copy(id, whole, checksum, 0, memory_.size(), Counted::promotion, &promoted);
+        return {true, std::move(promoted)};
     }
 
     // ---- misses ---------------------------------------------------------------------------
