@@ -176,7 +176,7 @@ void print_report(const std::string& what, const Json& stats) {
                                               " connections, " + rounded(number(*share, "jobs").value_or(0)) + " jobs attached"});
     }
 
-    static const std::set<std::string> known{"tiers", "origin", "samples", "dataset_bytes", "policy", "fuse", "plan", "prefetch", "loader", "share"};
+    static const std::set<std::string> known{"tiers", "origin", "samples", "dataset_bytes", "extents", "extent_bytes", "policy", "fuse", "plan", "prefetch", "loader", "share"};
     std::string nested;
     for (const auto& [key, value] : stats.items()) {
         if (known.count(key)) continue;

@@ -33,6 +33,8 @@ struct Options {
     std::string dram = "10%";
     std::string pmem, cxl, nvme;  // DIR:SIZE, NODE:SIZE, DIR:SIZE
     std::string policy = "plan";
+    std::string extent = "1MiB";
+    std::uint32_t readahead = 8;
     std::string kernel_cache = "on";
     std::string segment_dir = "/dev/shm";
     std::string log_file;
@@ -108,6 +110,13 @@ int main(int argc, char** argv) {
     app.add_option("--cxl", opt.cxl, "cxl tier: NODE:SIZE, memory of a (CPU-less) NUMA node");
     app.add_option("--nvme", opt.nvme, "nvme tier: DIR:SIZE, slab files on a local SSD, warm across restarts");
     app.add_option("--policy", opt.policy, "admission/eviction: plan (by next use once a plan is written, else noevict), noevict (scan-resistant) or lru")->capture_default_str();
+    app.add_option("--extent", opt.extent,
+                   "the unit of caching: files up to this size are cached whole, larger ones by the ranges read "
+                   "(a multiple of 4KiB from 64KiB to 64MiB)")
+        ->capture_default_str();
+    app.add_option("--readahead", opt.readahead, "extents read ahead of a sequential reader of a large file (0: none)")
+        ->check(CLI::Range(0u, tiercache::Config::kMaxReadahead))
+        ->capture_default_str();
     app.add_option("--kernel-cache", opt.kernel_cache,
                    "on: the kernel keeps file pages (warm reads need no request); off: every read reaches the cache")
         ->check(CLI::IsMember({"on", "off"}))
@@ -233,6 +242,8 @@ int main(int argc, char** argv) {
         if (given("--cxl")) config.tier(tiercache::parse_tier_arg(tiercache::TierKind::cxl, opt.cxl, "--cxl"));
         if (given("--nvme")) config.tier(tiercache::parse_tier_arg(tiercache::TierKind::nvme, opt.nvme, "--nvme"));
         if (given("--policy")) config.policy(opt.policy);
+        if (given("--extent")) config.extent(opt.extent);
+        if (given("--readahead")) config.readahead(opt.readahead);
         if (given("--segment-dir")) config.segment_dir(opt.segment_dir);
         if (!opt.share.empty()) config.share(opt.share).serve_later(true);  // after fuse_daemonize
         if (!opt.group.empty()) config.share_group(opt.group);

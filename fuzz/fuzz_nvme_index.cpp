@@ -92,8 +92,9 @@ void make_world() {
         ::utimensat(AT_FDCWD, p.c_str(), times, 0);  // fixed mtimes: seeds from another run still match
     }
     const ScanResult scan = scan_origin(world->origin);
-    world->segment = std::make_unique<Segment>("/dev/shm", scan.segment_bytes() + (1 << 20));
-    world->catalog = Catalog::place(*world->segment, scan);
+    // One extent a file: ExtentId and SampleId are the same here.
+    world->segment = std::make_unique<Segment>("/dev/shm", scan.segment_bytes(kMaxExtentBytes) + (1 << 20));
+    world->catalog = Catalog::place(*world->segment, scan, kMaxExtentBytes);
     for (SampleId id = 0; id < world->catalog.size(); ++id) world->bytes.push_back(slurp(world->origin / std::string(world->catalog.path(id))));
     const fs::path golden = world->base / "golden";
     {

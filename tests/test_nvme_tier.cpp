@@ -35,8 +35,10 @@ struct Dataset {
     // Scans the origin again (after a test changed it) into a fresh segment.
     void rescan() {
         const ScanResult scan = scan_origin(origin.path());
-        segment = std::make_unique<Segment>("/dev/shm", scan.segment_bytes() + (1 << 20));
-        catalog = Catalog::place(*segment, scan);
+        // One extent a file (the largest extent size): these tests are of the tier, which
+        // stores whatever extents it is given; ExtentId and SampleId are then the same.
+        segment = std::make_unique<Segment>("/dev/shm", scan.segment_bytes(kMaxExtentBytes) + (1 << 20));
+        catalog = Catalog::place(*segment, scan, kMaxExtentBytes);
         bytes.clear();
         for (SampleId id = 0; id < catalog.size(); ++id) bytes.push_back(test::slurp(origin / std::string(catalog.path(id))));
     }

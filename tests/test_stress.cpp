@@ -4,7 +4,8 @@
 // every read may evict, promote or fetch). Every read's bytes are checked against the
 // origin's by XXH3; a single mismatch fails the test. The nvme tier holds the whole dataset, so
 // the origin is read once a sample and the churn is between dram and nvme (demotions, promotions,
-// O_DIRECT reads), the path that moves bytes the most.
+// O_DIRECT reads), the path that moves bytes the most. Extents are 64 KiB, so the 8 large files
+// (up to 700 KiB) are up to 11 extents each, and reads across extents are assembled under churn.
 #include <catch2/catch.hpp>
 #include <tiercache/tiercache.hpp>
 #include <tiercache/detail/xxh3.hpp>
@@ -26,7 +27,8 @@ using namespace tiercache;
 namespace {
 
 constexpr int kThreads = 8;
-constexpr std::size_t kMaxRead = 64 * 1024;  // spans whole samples and partial ones
+constexpr std::size_t kMaxRead = 64 * 1024;  // spans whole samples and partial ones, and two extents
+constexpr const char* kExtent = "64KiB";     // the smallest: the large files are many extents
 
 // 250,000 a thread (2 million verified reads a test); under a sanitizer (10-20x slower) 20,000,
 // unless TIERCACHE_STRESS_READS says otherwise. The size is set by what it finds: with evict()
@@ -40,7 +42,7 @@ std::uint64_t reads_per_thread() {
     return env ? std::strtoull(env, nullptr, 10) : kDefault;
 }
 
-// 400 files of 1 B to 48 KiB (about 9.5 MiB) in 10 folders, and their bytes.
+// 400 files of 1 B to 48 KiB and 8 of 300 to 700 KiB (about 13.5 MiB) in 10 folders, and their bytes.
 struct StressDataset {
     test::TempDir dir{"/var/tmp"};  // the nvme tier's O_DIRECT needs a disk filesystem beside it
     std::vector<std::string> paths;
@@ -48,8 +50,8 @@ struct StressDataset {
     std::uint64_t total = 0;
     StressDataset() {
         std::mt19937_64 rng(11);
-        for (int i = 0; i < 400; ++i) {
-            const std::size_t size = i % 50 == 0 ? 1 + rng() % 64 : 1 + rng() % (48 * 1024);
+        for (int i = 0; i < 408; ++i) {
+            const std::size_t size = i >= 400 ? 300 * 1024 + rng() % (400 * 1024) : i % 50 == 0 ? 1 + rng() % 64 : 1 + rng() % (48 * 1024);
             paths.push_back("c" + std::to_string(i % 10) + "/s" + std::to_string(i) + ".bin");
             bytes.push_back(test::make_bytes(1000 + i, size));
             test::write_file(dir / "origin" / paths.back(), bytes.back());
@@ -108,6 +110,7 @@ TEST_CASE("stress: 8 threads of random reads through the API while dram and nvme
                                  .origin(data.origin())
                                  .dram(std::to_string(data.total / 4))
                                  .nvme((data.dir / "nvme").string(), std::to_string(data.total * 2))
+                                 .extent(kExtent)
                                  .policy("lru"));
     std::vector<SampleId> ids;
     for (const auto& p : data.paths) ids.push_back(cache.id_of(p));
@@ -139,7 +142,7 @@ TEST_CASE("stress: 8 threads of random reads through the mount while dram and nv
     // Kernel cache off: every read reaches the daemon and its churning tiers.
     test::Mount mount(data.origin(), data.dir / "mnt",
                       {"--dram", std::to_string(data.total / 4), "--nvme", (data.dir / "nvme").string() + ":" + std::to_string(data.total * 2),
-                       "--policy", "lru", "--kernel-cache", "off", "--threads", "8"});
+                       "--extent", kExtent, "--policy", "lru", "--kernel-cache", "off", "--threads", "8"});
     // One descriptor per file and thread: reads race on the same files from every thread.
     std::vector<std::vector<int>> fds(kThreads);
     for (auto& per_thread : fds)

@@ -142,7 +142,8 @@ TEST_CASE("a sample too large for dram lands in a slower tier that can hold it",
     test::write_file(dir / "origin/big", test::make_bytes(1, 3 << 20));
     test::write_file(dir / "origin/small", test::make_bytes(2, 1000));
     test::fs::create_directories(dir / "pmem");
-    auto cache = Cache::open(Config{}.origin(dir / "origin").dram("1MiB").pmem(dir / "pmem", "8MiB"));
+    // One extent for the 3 MiB sample (with the default 1 MiB, each of its extents fits dram).
+    auto cache = Cache::open(Config{}.origin(dir / "origin").dram("1MiB").pmem(dir / "pmem", "8MiB").extent("4MiB"));
     test::Bytes got(3 << 20);
     CHECK(cache.read(cache.id_of("big"), 0, got) == got.size());
     CHECK(got == test::slurp(dir / "origin/big"));

@@ -54,6 +54,7 @@
 #include "origin.hpp"
 #include "owner.hpp"
 #include "pmem_region.hpp"
+#include "readahead.hpp"
 #include "sample_ref.hpp"
 #include "segment.hpp"
 #include "share.hpp"
@@ -89,10 +90,11 @@ public:
         const ScanResult scan = scan_origin(config_.origin());
         const std::uint64_t dram = config_.dram_bytes();
         const std::size_t memory_tiers = config_.tiers().size();
-        // Room for the catalog, the slots of every tier, and the dram tier's bytes with the
-        // allocator's overhead.
-        const std::uint64_t segment_bytes = scan.segment_bytes() + memory_tiers * scan.samples.size() * sizeof(SampleSlot) +
-                                            scan.samples.size() * sizeof(std::uint32_t) + with_overhead(dram);
+        const std::uint64_t extents = scan.extent_count(config_.extent_bytes());
+        // Room for the catalog, the slots of every tier, the single-flight words, and the dram
+        // tier's bytes with the allocator's overhead.
+        const std::uint64_t segment_bytes = scan.segment_bytes(config_.extent_bytes()) + memory_tiers * extents * sizeof(SampleSlot) +
+                                            extents * sizeof(std::uint32_t) + with_overhead(dram);
         std::optional<SharePaths> shared;
         ShareAccess access;
         if (!config_.share().empty()) {
@@ -107,15 +109,19 @@ public:
         } else {
             segment_ = std::make_unique<Segment>(config_.segment_dir(), segment_bytes);
         }
-        catalog_ = Catalog::place(*segment_, scan);
+        catalog_ = Catalog::place(*segment_, scan, config_.extent_bytes());
         origin_counters_ = segment_->construct_array<OriginCounters>("origin.counters", 1);
-        fetching_ = segment_->construct_array<std::atomic<std::uint32_t>>("cache.fetching", std::max<std::size_t>(catalog_.size(), 1));
+        fetching_ = segment_->construct_array<std::atomic<std::uint32_t>>("cache.fetching", std::max<std::size_t>(catalog_.extent_count(), 1));
         versions_ = std::make_unique<std::atomic<std::uint32_t>[]>(std::max<std::size_t>(catalog_.size(), 1));
         gone_ = std::make_unique<std::atomic<bool>[]>(std::max<std::size_t>(catalog_.size(), 1));
-        next_use_ = std::make_unique<NextUse>(catalog_.size());
+        next_use_ = std::make_unique<NextUse>(catalog_.extent_count());
         for (const TierConfig& t : config_.tiers()) add_tier(t);
-        log(LogLevel::info, "catalog: ", catalog_.size(), " samples (", format_size(catalog_.total_bytes()), ") in ",
-            catalog_.dir_count(), " directories", scan.skipped ? ", " + std::to_string(scan.skipped) + " entries skipped" : "",
+        if (config_.readahead() > 0)
+            readahead_ = std::make_unique<Readahead>(catalog_, config_.readahead(), kReadaheadThreads,
+                                                     [this](ExtentId e) { (void)locate(e, {.prefetch = true}); });
+        log(LogLevel::info, "catalog: ", catalog_.size(), " samples (", format_size(catalog_.total_bytes()), ", ",
+            catalog_.extent_count(), " extents of up to ", format_size(catalog_.extent_bytes()), ") in ", catalog_.dir_count(),
+            " directories", scan.skipped ? ", " + std::to_string(scan.skipped) + " entries skipped" : "",
             "; policy ", config_.policy());
         for (const auto& tier : memory_)
             log(LogLevel::info, tier->name(), " tier: ", format_size(tier->capacity()), " in ", tier->region().describe());
@@ -123,6 +129,7 @@ public:
             SegmentHeader& h = segment_->header();
             h.catalog_header = segment_->offset_of(catalog_.header()), h.catalog_samples = segment_->offset_of(catalog_.samples());
             h.catalog_dirs = segment_->offset_of(catalog_.dirs()), h.catalog_paths = segment_->offset_of(catalog_.paths());
+            h.catalog_extents = segment_->offset_of(catalog_.extents());
             h.dram_slots = segment_->offset_of(memory_.front()->slots()), h.dram_counters = segment_->offset_of(&memory_.front()->counters());
             h.origin_counters = segment_->offset_of(origin_counters_);
             h.dram_capacity = memory_.front()->capacity();
@@ -174,36 +181,43 @@ public:
         return chunk.bytes.size();
     }
 
-    // Like read(), without a copy when the bytes are in a memory tier. `scratch` (at least
-    // the length wanted) receives them otherwise.
+    // Like read(), without a copy when the bytes lie in one extent held in a memory tier.
+    // `scratch` (at least the length wanted) receives them otherwise.
     Chunk read_chunk(SampleId id, std::uint64_t offset, std::span<std::byte> scratch) {
         const std::uint64_t size = this->size(id);
         if (offset >= size || scratch.empty()) return {};
         const std::size_t length = static_cast<std::size_t>(std::min<std::uint64_t>(scratch.size(), size - offset));
         if (client_) return {{}, scratch.first(client_->read(id, offset, scratch.first(length)))};
-        // Before placement: its next use is no longer this one. Once per read of the sample,
-        // not per chunk (reads are not tied to a job: a second chunk would use up another
-        // job's use of it).
-        if (offset == 0) next_use_->consume(id);
-        Found found = locate(id, {.counted_bytes = length, .waits = true});
-        if (found.kind == Found::memory) {
-            const auto bytes = found.ref.bytes().subspan(offset, length);
-            return {std::move(found.ref), bytes, found.waited};
+        if (readahead_) readahead_->observe(id, offset, length);
+        const ExtentId first = catalog_.extent_at(id, offset), last = catalog_.extent_at(id, offset + length - 1);
+        if (first == last) return read_part(first, offset - catalog_.extent_start(first), scratch.first(length));
+        // Across extents: each one's part into scratch.
+        Chunk out{{}, {}, false};
+        std::size_t done = 0;
+        for (ExtentId e = first; e <= last && done < length; ++e) {
+            const std::uint64_t within = offset + done - catalog_.extent_start(e);
+            const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(length - done, catalog_.extent_length(e) - within));
+            const Chunk part = read_part(e, within, scratch.subspan(done, n));
+            if (!part.bytes.empty() && part.bytes.data() != scratch.data() + done)
+                std::memcpy(scratch.data() + done, part.bytes.data(), part.bytes.size());
+            out.waited = out.waited || part.waited;
+            done += part.bytes.size();
+            if (part.bytes.size() < n) break;  // the origin file ended early (a read that changed is an error)
         }
-        if (found.kind == Found::buffer) return {{}, found.whole.subspan(offset, length), found.waited};
-        // Rejected: no tier takes it, so just the bytes asked for.
-        const std::size_t n = read_origin(id, offset, scratch.first(length), false);
-        return {{}, scratch.first(n), true};
+        out.bytes = scratch.first(done);
+        return out;
     }
 
     // The whole sample pinned in a memory tier (zero-copy), bringing it in if a tier's policy
-    // admits it; empty when it stays out, and always for an attached client, which pins
-    // nothing (a pin outliving a killed client would hold the bytes forever): read() then.
+    // admits it; empty when it stays out, when it is larger than one extent (no tier holds it
+    // in one piece), and always for an attached client, which pins nothing (a pin outliving a
+    // killed client would hold the bytes forever): read() then.
     SampleRef acquire(SampleId id) {
         check(id);
-        if (client_) return {};
-        next_use_->consume(id);
-        Found found = locate(id, {.counted_bytes = catalog_.size_of(id), .waits = true});
+        if (client_ || catalog_.extents_of(id) != 1) return {};
+        const ExtentId e = catalog_.first_extent(id);
+        next_use_->consume(e);
+        Found found = locate(e, {.read_bytes = catalog_.extent_length(e)});
         return std::move(found.ref);  // held on nvme only, or by no tier: nothing pinned
     }
 
@@ -236,9 +250,11 @@ public:
             if (present && !was_gone && mtime == catalog_.mtime_of(id)) return Revalidated::unchanged;
             if (!present && was_gone) return Revalidated::gone;  // known already
             versions_[id].fetch_add(1);  // before the drops: a fetch in flight keeps nothing now
-            for (auto& tier : memory_)
-                if (tier->resident(id)) tier->evict(id);  // readers that pinned it finish with the old bytes
-            if (nvme_) nvme_->erase(id);
+            for (ExtentId e = catalog_.first_extent(id), end = e + catalog_.extents_of(id); e < end; ++e) {
+                for (auto& tier : memory_)
+                    if (tier->resident(e)) tier->evict(e);  // readers that pinned it finish with the old bytes
+                if (nvme_) nvme_->erase(e);
+            }
             if (present) catalog_.set_mtime(id, mtime);
             gone_[id].store(!present);
         }
@@ -284,7 +300,7 @@ public:
     // attached clients get theirs from the channel.
     void set_plan(JobId job, std::span<const SampleId> current, std::span<const SampleId> next) {
         if (client_) throw std::logic_error("set_plan(job, ...) is the owner's: an attached client registers its own with set_plan(plan)");
-        next_use_->set(job, current, next);
+        next_use_->set(job, extents_in_order(current), extents_in_order(next), current.size());
         log(LogLevel::debug, "plan of job ", job, ": ", current.size(), " samples this epoch", next.empty() ? "" : ", next epoch's known");
     }
     void remove_plan(JobId job) {
@@ -292,22 +308,34 @@ public:
         next_use_->remove(job);
     }
 
+    // The order's samples as their extents, each sample's in file order.
+    std::vector<ExtentId> extents_in_order(std::span<const SampleId> order) const {
+        std::vector<ExtentId> out;
+        out.reserve(order.size());
+        for (const SampleId id : order) {
+            if (!catalog_.contains(id)) continue;  // as NextUse ignores ids outside the catalog
+            for (ExtentId e = catalog_.first_extent(id), end = e + catalog_.extents_of(id); e < end; ++e) out.push_back(e);
+        }
+        return out;
+    }
+
     enum class Prefetched { resident, fetched, raced, rejected };  // resident must stay 0 (client.hpp)
 
-    // Brings `id` into the fastest memory tier whose policy takes it, from nvme or the
-    // origin, without counting it as read. Does not wait for a fetch in flight (raced), nor
-    // read what no tier would keep (rejected). Throws OriginError as reads do.
+    // Brings `id` (each of its extents) into the fastest memory tier whose policy takes it,
+    // from nvme or the origin, without counting it as read. Does not wait for a fetch in
+    // flight (raced), nor read what no tier would keep (rejected). Throws OriginError as reads
+    // do. Of several extents: fetched if any was, else raced, rejected, resident in that order.
     Prefetched prefetch(SampleId id) {
         check(id);
         if (client_) return static_cast<Prefetched>(client_->prefetch(id));
-        const Found found = locate(id, {.counted_bytes = 0, .waits = false});
-        switch (found.kind) {
-            case Found::memory: return found.moved ? Prefetched::fetched : Prefetched::resident;
-            case Found::buffer: return found.moved ? Prefetched::fetched : Prefetched::rejected;  // not moved: on nvme, no room above
-            case Found::raced: return Prefetched::raced;
-            case Found::rejected: return Prefetched::rejected;
+        bool fetched = false, raced = false, rejected = false;
+        for (ExtentId e = catalog_.first_extent(id), end = e + catalog_.extents_of(id); e < end; ++e) {
+            const Found found = locate(e, {.prefetch = true});
+            fetched = fetched || found.moved;
+            raced = raced || found.kind == Found::raced;
+            rejected = rejected || found.kind == Found::rejected || (found.kind == Found::buffer && !found.moved);  // on nvme, no room above
         }
-        return Prefetched::rejected;
+        return fetched ? Prefetched::fetched : raced ? Prefetched::raced : rejected ? Prefetched::rejected : Prefetched::resident;
     }
 
     LoaderCounters& loader_counters() noexcept { return loader_counters_; }
@@ -318,12 +346,13 @@ public:
         if (nvme_) nvme_->flush();  // an attached client has none: its owner saves it
     }
 
-    // The XXH3-64 checksum taken when the sample entered the cache, if a memory tier holds it.
+    // The XXH3-64 checksum taken when the sample's first extent (a small file's only one)
+    // entered the cache, if a memory tier holds it.
     std::optional<std::uint64_t> resident_checksum(SampleId id) {
         check(id);
         if (client_) return std::nullopt;  // known to the owner
         for (auto& tier : memory_)
-            if (auto sum = tier->checksum(id)) return sum;
+            if (auto sum = tier->checksum(catalog_.first_extent(id))) return sum;
         return std::nullopt;
     }
 
@@ -361,7 +390,7 @@ private:
         void hits(std::span<const detail::SharedHit> hits) override {
             MemoryTier& dram = *cache.memory_.front();
             for (const detail::SharedHit& h : hits) {
-                if (h.id >= cache.catalog_.size()) continue;
+                if (h.id >= cache.catalog_.extent_count()) continue;
                 dram.counters().hits.fetch_add(1, std::memory_order_relaxed);
                 dram.counters().bytes_read.fetch_add(h.bytes, std::memory_order_relaxed);
                 dram.policy().on_hit(h.id);
@@ -393,6 +422,8 @@ private:
         s.origin_errors = origin_counters_->errors.load();
         s.samples = catalog_.size();
         s.dataset_bytes = catalog_.total_bytes();
+        s.extents = catalog_.extent_count();
+        s.extent_bytes = catalog_.extent_bytes();
         s.segment_bytes = segment_->size();
         s.policy = config_.policy();
         s.plan_samples = next_use_->planned_samples();
@@ -429,7 +460,7 @@ private:
                 return;
         }
         memory_.push_back(std::make_unique<MemoryTier>(t.name(), *segment_, catalog_, *regions_.back(), base, capacity,
-                                                       make_policy(config_.policy(), catalog_.size(), *next_use_)));
+                                                       make_policy(config_.policy(), catalog_.extent_count(), *next_use_)));
     }
 
     void check(SampleId id) const {
@@ -438,17 +469,36 @@ private:
                                 std::to_string(catalog_.size()) + ")");
     }
 
-    // ---- finding a sample: memory -> nvme -> the origin ----------------------------------
+    // ---- finding an extent: memory -> nvme -> the origin ----------------------------------
+
+    // Bytes [within, within + scratch.size()) of extent `e` (all inside it): pinned in a memory
+    // tier, in the thread's buffer (from nvme), or read into scratch from the origin.
+    Chunk read_part(ExtentId e, std::uint64_t within, std::span<std::byte> scratch) {
+        // Before placement: its next use is no longer this one. Once per read of the extent
+        // (by the read that starts it), not per chunk: reads are not tied to a job, and a
+        // second chunk would use up another job's use of it.
+        if (within == 0) next_use_->consume(e);
+        Found found = locate(e, {.read_bytes = scratch.size()});
+        if (found.kind == Found::memory) {
+            const auto bytes = found.ref.bytes().subspan(within, scratch.size());
+            return {std::move(found.ref), bytes, found.waited};
+        }
+        if (found.kind == Found::buffer) return {{}, found.whole.subspan(within, scratch.size()), found.waited};
+        // Rejected: no tier takes it, so just the bytes asked for.
+        const std::size_t n = read_origin(catalog_.file_of(e), catalog_.extent_start(e) + within, scratch, false);
+        return {{}, scratch.first(n), true};
+    }
 
     // How the caller of locate() uses what it finds.
     struct Use {
-        // A read of this many bytes, counted as a hit or miss in each tier it looks in; 0 for
-        // a prefetch, which counts nothing, pins nothing, and moves a resident sample up whole.
-        std::uint64_t counted_bytes = 0;
-        bool waits = true;  // waits for another thread's fetch of the sample; else: raced
+        // A read counts a hit or miss in each tier it looks in, and waits for another
+        // thread's fetch of the extent. A prefetch counts nothing, pins nothing, moves a
+        // resident extent up, and does not wait (raced).
+        bool prefetch = false;
+        std::uint64_t read_bytes = 0;  // a read's length, for the tier's bytes_read
     };
 
-    // Where locate() found or put the sample.
+    // Where locate() found or put the extent.
     struct Found {
         enum Kind {
             memory,    // in a memory tier: `ref` pins it (empty for a prefetch of a resident one)
@@ -462,59 +512,59 @@ private:
         bool moved = false;   // this call brought it in: from nvme into memory, or from the origin
     };
 
-    // The one way a sample is looked for and brought in, for read_chunk, acquire and prefetch.
-    Found locate(SampleId id, const Use& use) {
+    // The one way an extent is looked for and brought in, for read_chunk, acquire and prefetch.
+    Found locate(ExtentId e, const Use& use) {
         bool waited = false;
         for (;;) {
-            if (std::optional<SampleRef> in = find_in_memory(id, use)) return {Found::memory, std::move(*in), {}, waited};
+            if (std::optional<SampleRef> in = find_in_memory(e, use)) return {Found::memory, std::move(*in), {}, waited};
             // A prefetch asks the index first, so that it counts no nvme miss.
-            if (nvme_ && (use.counted_bytes != 0 || nvme_->contains(id))) {
-                const std::span<std::byte> whole = thread_buffer(catalog_.size_of(id));
-                if (NvmeHit got = read_nvme(id, whole); got.hit) {
+            if (nvme_ && (!use.prefetch || nvme_->contains(e))) {
+                const std::span<std::byte> whole = thread_buffer(catalog_.extent_length(e));
+                if (NvmeHit got = read_nvme(e, whole); got.hit) {
                     if (got.promoted) return {Found::memory, std::move(got.promoted), {}, waited, true};
                     return {Found::buffer, {}, whole, waited, false};
                 }
             }
-            const Fetch fetch = begin_fetch(id);
+            const Fetch fetch = begin_fetch(e);
             switch (fetch.kind) {
                 case Fetch::wait:
-                    if (!use.waits) return {Found::raced, {}, {}};
-                    fetching_[id].wait(1);
+                    if (use.prefetch) return {Found::raced, {}, {}};
+                    fetching_[e].wait(1);
                     waited = true;
                     continue;
                 case Fetch::bypass: return {Found::rejected, {}, {}, waited};
                 case Fetch::nvme: {
-                    const std::span<std::byte> whole = thread_buffer(catalog_.size_of(id));
-                    finish_nvme_fetch(id, fetch.version, whole);
+                    const std::span<std::byte> whole = thread_buffer(catalog_.extent_length(e));
+                    finish_nvme_fetch(e, fetch.version, whole);
                     return {Found::buffer, {}, whole, true, true};
                 }
                 case Fetch::memory: {
-                    SampleRef ref = finish_fetch(id, fetch);
+                    SampleRef ref = finish_fetch(e, fetch);
                     waited = true;
                     // Empty: revalidated while it was read, nothing kept. A reader looks again.
-                    if (ref || !use.waits) return {Found::memory, std::move(ref), {}, true, true};
+                    if (ref || use.prefetch) return {Found::memory, std::move(ref), {}, true, true};
                     continue;
                 }
             }
         }
     }
 
-    // The sample in the fastest memory tier holding it: pinned, counting a hit there and a
+    // The extent in the fastest memory tier holding it: pinned, counting a hit there and a
     // miss in each tier above, and maybe promoted; for a prefetch (nothing counted), not
     // pinned, and moved up whole if a faster tier would take it. Nothing if no tier holds it.
-    std::optional<SampleRef> find_in_memory(SampleId id, const Use& use) {
+    std::optional<SampleRef> find_in_memory(ExtentId e, const Use& use) {
         for (std::size_t k = 0; k < memory_.size(); ++k) {
             MemoryTier& tier = *memory_[k];
-            if (use.counted_bytes == 0) {
-                if (!tier.resident(id)) continue;
-                if (k > 0 && promotion_possible(id, k)) move_up(id, k);
+            if (use.prefetch) {
+                if (!tier.resident(e)) continue;
+                if (k > 0 && promotion_possible(e, k)) move_up(e, k);
                 return SampleRef{};
             }
-            if (SampleRef ref = tier.pin(id)) {
+            if (SampleRef ref = tier.pin(e)) {
                 tier.counters().hits.fetch_add(1, std::memory_order_relaxed);
-                tier.counters().bytes_read.fetch_add(use.counted_bytes, std::memory_order_relaxed);
-                tier.policy().on_hit(id);
-                if (k > 0 && promotion_possible(id, k)) promote(id, k, ref);
+                tier.counters().bytes_read.fetch_add(use.read_bytes, std::memory_order_relaxed);
+                tier.policy().on_hit(e);
+                if (k > 0 && promotion_possible(e, k)) promote(e, k, ref);
                 return ref;
             }
             tier.counters().misses.fetch_add(1, std::memory_order_relaxed);
@@ -522,80 +572,80 @@ private:
         return std::nullopt;
     }
 
-    // Whether a tier faster than `k` could take `id` now, checked without the lock so that
+    // Whether a tier faster than `k` could take `e` now, checked without the lock so that
     // hits below a full no-evict tier cost nothing.
-    bool promotion_possible(SampleId id, std::size_t k) {
+    bool promotion_possible(ExtentId e, std::size_t k) {
         for (std::size_t j = 0; j < k; ++j)
-            if (memory_[j]->policy().evicts() || memory_[j]->free_bytes() >= catalog_.size_of(id)) return true;
+            if (memory_[j]->policy().evicts() || memory_[j]->free_bytes() >= catalog_.extent_length(e)) return true;
         return false;
     }
 
-    // Moves `id` from tier k (where `from` pins it) to the fastest tier above that admits it.
-    void promote(SampleId id, std::size_t k, const SampleRef& from) {
+    // Moves `e` from tier k (where `from` pins it) to the fastest tier above that admits it.
+    void promote(ExtentId e, std::size_t k, const SampleRef& from) {
         std::lock_guard lock(placement_mutex_);
-        if (fetching_[id].load() != 0 || !memory_[k]->resident(id)) return;  // on the move already
-        if (place_copy(id, from.bytes(), *memory_[k]->checksum(id), 0, k, Counted::promotion)) {
-            // Making room above may have demoted a victim into tier k and evicted `id` from it
+        if (fetching_[e].load() != 0 || !memory_[k]->resident(e)) return;  // on the move already
+        if (place_copy(e, from.bytes(), *memory_[k]->checksum(e), 0, k, Counted::promotion)) {
+            // Making room above may have demoted a victim into tier k and evicted `e` from it
             // already; otherwise it goes now (the reader's pin keeps its bytes).
-            if (memory_[k]->resident(id)) memory_[k]->evict(id);
+            if (memory_[k]->resident(e)) memory_[k]->evict(e);
         }
     }
 
     // Like promote(), for a sample no reader of ours pins: it leaves tier k first, so that the
     // victim a faster tier demotes can take its room instead of pushing out another sample.
     // Only when a faster tier's policy would take it; otherwise it stays where it is.
-    void move_up(SampleId id, std::size_t k) {
+    void move_up(ExtentId e, std::size_t k) {
         std::lock_guard lock(placement_mutex_);
-        if (fetching_[id].load() != 0 || !memory_[k]->resident(id)) return;
-        const std::uint64_t size = catalog_.size_of(id);
+        if (fetching_[e].load() != 0 || !memory_[k]->resident(e)) return;
+        const std::uint64_t size = catalog_.extent_length(e);
         bool wanted_above = false;
         for (std::size_t j = 0; j < k && !wanted_above; ++j)
-            wanted_above = size <= memory_[j]->capacity() && memory_[j]->policy().admit(id, size, memory_[j]->free_bytes());
+            wanted_above = size <= memory_[j]->capacity() && memory_[j]->policy().admit(e, size, memory_[j]->free_bytes());
         if (!wanted_above) return;
-        const std::uint64_t checksum = *memory_[k]->checksum(id);
-        std::span<std::byte> copy = thread_buffer(catalog_.size_of(id));
+        const std::uint64_t checksum = *memory_[k]->checksum(e);
+        std::span<std::byte> copy = thread_buffer(catalog_.extent_length(e));
         {
-            SampleRef from = memory_[k]->pin(id);
+            SampleRef from = memory_[k]->pin(e);
             if (!from) return;
             std::memcpy(copy.data(), from.bytes().data(), copy.size());
         }
-        memory_[k]->evict(id);
+        memory_[k]->evict(e);
         // Back into tier k at worst, its room being free; a promotion only above it.
-        if (const auto placed = place_copy(id, copy, checksum, 0, memory_.size(), Counted::nothing); placed && *placed < k)
+        if (const auto placed = place_copy(e, copy, checksum, 0, memory_.size(), Counted::nothing); placed && *placed < k)
             memory_[*placed]->counters().promotions.fetch_add(1, std::memory_order_relaxed);
     }
 
     // ---- placement: placement_mutex_ held ------------------------------------------------
 
-    // Room for `id` in memory tier k if its policy admits it, demoting that tier's victims
+    // Room for `e` in memory tier k if its policy admits it, demoting that tier's victims
     // as needed; the reserved block, or nullptr.
-    std::byte* admit_into(std::size_t k, SampleId id) {
+    std::byte* admit_into(std::size_t k, ExtentId e) {
         MemoryTier& tier = *memory_[k];
-        const std::uint64_t size = catalog_.size_of(id);
-        if (size == 0 || size > tier.capacity() || !tier.policy().admit(id, size, tier.free_bytes())) return nullptr;
-        if (std::byte* bytes = tier.reserve(id)) return bytes;
+        const std::uint64_t size = catalog_.extent_length(e);
+        if (size == 0 || size > tier.capacity() || !tier.policy().admit(e, size, tier.free_bytes())) return nullptr;
+        if (std::byte* bytes = tier.reserve(e)) return bytes;
         while (tier.policy().evicts()) {
-            const auto victim = tier.policy().victim_for(id);
+            const auto victim = tier.policy().victim_for(e);
             if (!victim) break;
             demote(k, *victim);
-            if (std::byte* bytes = tier.reserve(id)) return bytes;
+            if (std::byte* bytes = tier.reserve(e)) return bytes;
         }
         return nullptr;
     }
 
     enum class Counted { nothing, promotion };
 
-    // Admit, copy, publish (and count): puts a copy of `bytes` (sample `id`, with `checksum`)
+    // Admit, copy, publish (and count): puts a copy of `bytes` (sample `e`, with `checksum`)
     // into the first memory tier in [first, last) whose policy admits it, demoting that tier's
     // victims as needed. The tier it went to, or nothing. `pinned`, if given, receives the
     // caller's pinned view of the new copy.
-    std::optional<std::size_t> place_copy(SampleId id, std::span<const std::byte> bytes, std::uint64_t checksum,
+    std::optional<std::size_t> place_copy(ExtentId e, std::span<const std::byte> bytes, std::uint64_t checksum,
                                           std::size_t first, std::size_t last, Counted counted, SampleRef* pinned = nullptr) {
         for (std::size_t j = first; j < last; ++j) {
-            std::byte* block = admit_into(j, id);
+            std::byte* block = admit_into(j, e);
             if (block == nullptr) continue;
             std::memcpy(block, bytes.data(), bytes.size());
-            SampleRef ref = memory_[j]->publish(id, block, checksum);
+            SampleRef ref = memory_[j]->publish(e, block, checksum);
             if (counted == Counted::promotion) memory_[j]->counters().promotions.fetch_add(1, std::memory_order_relaxed);
             if (pinned) *pinned = std::move(ref);
             return j;
@@ -603,29 +653,30 @@ private:
         return std::nullopt;
     }
 
-    // Evicts `id` from memory tier k, first copying it to the next tier down that admits it.
-    void demote(std::size_t k, SampleId id) {
+    // Evicts `e` from memory tier k, first copying it to the next tier down that admits it.
+    void demote(std::size_t k, ExtentId e) {
         MemoryTier& tier = *memory_[k];
-        if (SampleRef from = tier.pin(id)) {
-            const std::uint64_t checksum = *tier.checksum(id);
-            bool placed = place_copy(id, from.bytes(), checksum, k + 1, memory_.size(), Counted::nothing).has_value();
-            if (!placed && nvme_) placed = put_nvme(id, from.bytes(), checksum);
+        if (SampleRef from = tier.pin(e)) {
+            const std::uint64_t checksum = *tier.checksum(e);
+            bool placed = place_copy(e, from.bytes(), checksum, k + 1, memory_.size(), Counted::nothing).has_value();
+            if (!placed && nvme_) placed = put_nvme(e, from.bytes(), checksum);
             if (placed) tier.counters().demotions.fetch_add(1, std::memory_order_relaxed);
         }
-        tier.evict(id);
+        tier.evict(e);
     }
 
     // Stores a copy on nvme (if not there already), evicting its oldest slab when full and
     // the policy evicts. Thread-safe: the nvme tier locks itself.
-    bool put_nvme(SampleId id, std::span<const std::byte> bytes, std::uint64_t checksum) {
+    bool put_nvme(ExtentId e, std::span<const std::byte> bytes, std::uint64_t checksum) {
         // A copy that cannot be written is only a copy lost: the read, and the single-flight
         // state of the miss around it, must go on (an exception here would leave them stuck).
         try {
-            if (nvme_->put(id, bytes, checksum)) return true;
+            if (nvme_->put(e, bytes, checksum)) return true;
             const bool evicts = memory_.back()->policy().evicts();  // one policy for every tier
-            return evicts && nvme_->admitting() && nvme_->evict_oldest_slab() && nvme_->put(id, bytes, checksum);
-        } catch (const std::exception& e) {
-            log(LogLevel::warn, "nvme: could not store '", catalog_.path(id), "': ", e.what());
+            return evicts && nvme_->admitting() && nvme_->evict_oldest_slab() && nvme_->put(e, bytes, checksum);
+        } catch (const std::exception& error) {
+            log(LogLevel::warn, "nvme: could not store '", catalog_.path(catalog_.file_of(e)), "' at ", catalog_.extent_start(e), ": ",
+                error.what());
             return false;
         }
     }
@@ -644,21 +695,21 @@ private:
         SampleRef promoted;  // its copy in a memory tier, if one took it
     };
 
-    // Reads `id` from nvme into `whole`, then promotes it into the first memory tier that
+    // Reads `e` from nvme into `whole`, then promotes it into the first memory tier that
     // admits it. The nvme copy stays: it is what makes a restart warm.
-    NvmeHit read_nvme(SampleId id, std::span<std::byte> whole) {
-        const std::uint32_t version = versions_[id].load();
-        if (nvme_->get(id, whole) != NvmeRead::hit) return {};  // absent, or a bad copy dropped: the origin again
-        if (!promotion_possible(id, memory_.size())) return {true, {}};
-        const auto stored = nvme_->checksum(id);  // the bytes were just verified against it
+    NvmeHit read_nvme(ExtentId e, std::span<std::byte> whole) {
+        const std::uint32_t version = version_of(e).load();
+        if (nvme_->get(e, whole) != NvmeRead::hit) return {};  // absent, or a bad copy dropped: the origin again
+        if (!promotion_possible(e, memory_.size())) return {true, {}};
+        const auto stored = nvme_->checksum(e);  // the bytes were just verified against it
         const std::uint64_t checksum = stored ? *stored : detail::xxh3(whole);
         std::lock_guard lock(placement_mutex_);
-        if (fetching_[id].load() != 0) return {true, {}};
-        if (versions_[id].load() != version) return {true, {}};  // the file changed meanwhile: keep no copy of it
+        if (fetching_[e].load() != 0) return {true, {}};
+        if (version_of(e).load() != version) return {true, {}};  // the file changed meanwhile: keep no copy of it
         for (const auto& tier : memory_)
-            if (tier->resident(id)) return {true, {}};  // promoted by another reader meanwhile
+            if (tier->resident(e)) return {true, {}};  // promoted by another reader meanwhile
         SampleRef promoted;
-        place_copy(id, whole, checksum, 0, memory_.size(), Counted::promotion, &promoted);
+        place_copy(e, whole, checksum, 0, memory_.size(), Counted::promotion, &promoted);
         return {true, std::move(promoted)};
     }
 
@@ -673,39 +724,39 @@ private:
         std::uint32_t version = 0;  // the sample's, when the fetch began: publish only if still so
     };
 
-    Fetch begin_fetch(SampleId id) {
+    Fetch begin_fetch(ExtentId e) {
         std::lock_guard lock(placement_mutex_);
-        if (fetching_[id].load() != 0) return {Fetch::wait};
+        if (fetching_[e].load() != 0) return {Fetch::wait};
         for (std::size_t k = 0; k < memory_.size(); ++k) {
-            if (memory_[k]->resident(id)) return {Fetch::wait};  // arrived meanwhile: look again
-            if (std::byte* bytes = admit_into(k, id)) {
-                fetching_[id].store(1);
-                return {Fetch::memory, k, bytes, versions_[id].load()};
+            if (memory_[k]->resident(e)) return {Fetch::wait};  // arrived meanwhile: look again
+            if (std::byte* bytes = admit_into(k, e)) {
+                fetching_[e].store(1);
+                return {Fetch::memory, k, bytes, version_of(e).load()};
             }
         }
         for (auto& tier : memory_) tier->counters().rejections.fetch_add(1, std::memory_order_relaxed);
-        if (nvme_ && nvme_->admitting() && catalog_.size_of(id) > 0) {
-            fetching_[id].store(1);
-            return {Fetch::nvme, 0, nullptr, versions_[id].load()};
+        if (nvme_ && nvme_->admitting() && catalog_.extent_length(e) > 0) {
+            fetching_[e].store(1);
+            return {Fetch::nvme, 0, nullptr, version_of(e).load()};
         }
         return {Fetch::bypass};
     }
 
     // Reads the whole sample from the origin into `whole` and stores it on nvme.
-    void finish_nvme_fetch(SampleId id, std::uint32_t version, std::span<std::byte> whole) {
+    void finish_nvme_fetch(ExtentId e, std::uint32_t version, std::span<std::byte> whole) {
         auto done = [&] {
-            fetching_[id].store(0);
-            fetching_[id].notify_all();
+            fetching_[e].store(0);
+            fetching_[e].notify_all();
         };
         try {
-            read_origin(id, 0, whole, true);
+            read_extent(e, whole);
         } catch (...) {
             done();
             throw;
         }
-        if (put_nvme(id, whole, detail::xxh3(whole))) {
+        if (put_nvme(e, whole, detail::xxh3(whole))) {
             std::lock_guard lock(placement_mutex_);
-            if (versions_[id].load() != version) nvme_->erase(id);  // revalidated meanwhile: not the current bytes
+            if (version_of(e).load() != version) nvme_->erase(e);  // revalidated meanwhile: not the current bytes
         }
         done();
     }
@@ -713,38 +764,44 @@ private:
     // Reads the whole sample from the origin into the reserved block, checksums and
     // publishes it. On an origin error the block goes back and the error propagates. Empty
     // when the sample was revalidated meanwhile (nothing kept): the caller looks again.
-    SampleRef finish_fetch(SampleId id, const Fetch& fetch) {
+    SampleRef finish_fetch(ExtentId e, const Fetch& fetch) {
         MemoryTier& tier = *memory_[fetch.tier];
-        const std::uint64_t size = catalog_.size_of(id);
+        const std::uint64_t size = catalog_.extent_length(e);
         try {
-            read_origin(id, 0, {fetch.bytes, size}, true);
+            read_extent(e, {fetch.bytes, size});
         } catch (...) {
             {
                 std::lock_guard lock(placement_mutex_);
-                tier.abort(id, fetch.bytes);
-                fetching_[id].store(0);
+                tier.abort(e, fetch.bytes);
+                fetching_[e].store(0);
             }
-            fetching_[id].notify_all();
+            fetching_[e].notify_all();
             throw;
         }
         const std::uint64_t checksum = detail::xxh3({fetch.bytes, size});
         // Written through to nvme as well, so that a restart finds it warm, and a later
         // demotion from the memory tiers costs no write.
-        const bool on_nvme = nvme_ && put_nvme(id, {fetch.bytes, size}, checksum);
+        const bool on_nvme = nvme_ && put_nvme(e, {fetch.bytes, size}, checksum);
         SampleRef ref;
         {
             std::lock_guard lock(placement_mutex_);
-            if (versions_[id].load() == fetch.version) {
-                ref = tier.publish(id, fetch.bytes, checksum);
+            if (version_of(e).load() == fetch.version) {
+                ref = tier.publish(e, fetch.bytes, checksum);
             } else {  // revalidated while we read it: these bytes may be the old ones, keep none of them
-                if (on_nvme) nvme_->erase(id);
-                tier.abort(id, fetch.bytes);
+                if (on_nvme) nvme_->erase(e);
+                tier.abort(e, fetch.bytes);
             }
-            fetching_[id].store(0);
+            fetching_[e].store(0);
         }
-        fetching_[id].notify_all();
+        fetching_[e].notify_all();
         return ref;
     }
+
+    // Extent `e` from the origin into `dest` (its length): all of it, or OriginError.
+    void read_extent(ExtentId e, std::span<std::byte> dest) { read_origin(catalog_.file_of(e), catalog_.extent_start(e), dest, true); }
+
+    // The version of the file extent `e` is part of (revalidate() bumps it).
+    std::atomic<std::uint32_t>& version_of(ExtentId e) const { return versions_[catalog_.file_of(e)]; }
 
     // `whole`: the read must fill dest, or the origin changed under us. Whole reads are the
     // ones a tier keeps, so the origin's page cache gives those pages back.
@@ -795,6 +852,10 @@ private:
     // Lock order: placement_mutex_, then a policy's own lock or the nvme tier's index lock.
     // Readers take neither.
     std::mutex placement_mutex_;  // protects every tier's placement: reserve, publish, evict, demote, promote
+
+    // Its threads fetch through locate(): they end before the tiers go.
+    static constexpr std::uint32_t kReadaheadThreads = 4;
+    std::unique_ptr<Readahead> readahead_;
 
     // Shared: last, so that the channel stops (and its threads end) before what they use goes.
     std::unique_ptr<Service> service_;

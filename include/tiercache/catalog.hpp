@@ -6,9 +6,13 @@
 // sorted by name (bytewise), so a lookup is a binary search. Paths are bytes, never assumed
 // to be UTF-8: names with spaces, newlines or invalid UTF-8 work.
 //
-// Memory per sample: a 32-byte SampleRecord + its relative path (about 30 bytes for an
-// ImageNet name like "n01440764/n01440764_10026.JPEG") = about 62 bytes, so 1.28 M samples
-// take about 80 MiB. (The cache adds a 32-byte SampleSlot per sample per memory tier; bench/ measures both.)
+// Each file is one or more extents (extent.hpp): its first extent's id is in its record, and
+// every extent's file in one table, so either way is one lookup.
+//
+// Memory per sample: a 40-byte SampleRecord + its relative path (about 30 bytes for an
+// ImageNet name like "n01440764/n01440764_10026.JPEG") = about 70 bytes, plus 4 bytes per
+// extent, so 1.28 M samples of one extent each take about 90 MiB. (The cache adds a 32-byte
+// SampleSlot per extent per memory tier; bench/ measures both.)
 #pragma once
 #include <algorithm>
 #include <atomic>
@@ -27,6 +31,7 @@
 
 #include "detail/open_beneath.hpp"
 #include "detail/unique_fd.hpp"
+#include "extent.hpp"
 #include "log.hpp"
 #include "segment.hpp"
 
@@ -46,8 +51,10 @@ struct SampleRecord {
     std::uint64_t path_offset;  // into the path bytes
     std::uint32_t path_length;
     DirId dir;                  // the directory holding it
+    ExtentId first_extent;      // its extents: [first_extent, first_extent + extents_in(size))
+    std::uint32_t reserved;     // 0
 };
-static_assert(sizeof(SampleRecord) == 32);
+static_assert(sizeof(SampleRecord) == 40);
 
 struct DirRecord {
     std::uint64_t path_offset;  // "" for the root
@@ -66,8 +73,10 @@ struct CatalogHeader {
     std::uint64_t dir_count;
     std::uint64_t path_bytes;
     std::uint64_t total_bytes;  // sum of sample sizes
+    std::uint64_t extent_bytes; // the extent size the files are cut into
+    std::uint64_t extent_count; // extents of all files (the extents table's length)
 };
-static_assert(sizeof(CatalogHeader) == 32);
+static_assert(sizeof(CatalogHeader) == 48);
 
 // What a scan found, in process memory, before it is laid out in a segment.
 struct ScanResult {
@@ -92,10 +101,22 @@ struct ScanResult {
     std::uint64_t total_bytes = 0;
     std::uint64_t skipped = 0;  // entries refused or unreadable; each one was logged
 
-    // Bytes the catalog needs in a segment (records, paths, and the allocator's headroom).
-    std::uint64_t segment_bytes() const {
+    // Extents of all files when cut into `extent_bytes`. Throws std::runtime_error when they
+    // do not fit an ExtentId (a larger extent size would do).
+    std::uint64_t extent_count(std::uint64_t extent_bytes) const {
+        std::uint64_t n = 0;
+        for (const Sample& s : samples) n += extents_in(s.size, extent_bytes);
+        if (n >= 0xFFFF'FFF0ull)
+            throw std::runtime_error("the dataset is " + std::to_string(n) + " extents of " + format_size(extent_bytes) +
+                                     ", more than 4 billion: choose a larger extent size");
+        return n;
+    }
+
+    // Bytes the catalog needs in a segment (records, paths, the extents table, and the
+    // allocator's headroom).
+    std::uint64_t segment_bytes(std::uint64_t extent_bytes = kDefaultExtentBytes) const {
         return sizeof(CatalogHeader) + samples.size() * sizeof(SampleRecord) + dirs.size() * sizeof(DirRecord) +
-               path_bytes + 4096;
+               path_bytes + extent_count(extent_bytes) * sizeof(SampleId) + 4096 * 2;
     }
 };
 
@@ -222,10 +243,13 @@ class Catalog {
 public:
     Catalog() = default;
 
-    // Copies `scan` into `segment`.
-    static Catalog place(Segment& segment, const ScanResult& scan) {
+    // Copies `scan` into `segment`, its files cut into extents of `extent_bytes`.
+    static Catalog place(Segment& segment, const ScanResult& scan, std::uint64_t extent_bytes = kDefaultExtentBytes) {
+        check_extent_bytes(extent_bytes);
+        const std::uint64_t extent_count = scan.extent_count(extent_bytes);
         auto* header = segment.construct_array<CatalogHeader>("catalog.header", 1);
-        *header = {scan.samples.size(), scan.dirs.size(), scan.path_bytes, scan.total_bytes};
+        *header = {scan.samples.size(), scan.dirs.size(), scan.path_bytes, scan.total_bytes, extent_bytes, extent_count};
+        auto* extents = segment.construct_array<SampleId>("catalog.extents", std::max<std::uint64_t>(extent_count, 1));
         auto* samples = segment.construct_array<SampleRecord>("catalog.samples", scan.samples.size());
         auto* dirs = segment.construct_array<DirRecord>("catalog.dirs", scan.dirs.size());
         auto* paths = segment.construct_array<char>("catalog.paths", std::max<std::uint64_t>(scan.path_bytes, 1));
@@ -236,22 +260,25 @@ public:
             at += s.size();
             return offset;
         };
+        ExtentId next_extent = 0;
         for (std::size_t i = 0; i < scan.samples.size(); ++i) {
             const auto& s = scan.samples[i];
-            samples[i] = {s.size, s.mtime_ns, put(s.path), static_cast<std::uint32_t>(s.path.size()), s.dir};
+            samples[i] = {s.size, s.mtime_ns, put(s.path), static_cast<std::uint32_t>(s.path.size()), s.dir, next_extent, 0};
+            for (std::uint64_t k = extents_in(s.size, extent_bytes); k > 0; --k) extents[next_extent++] = static_cast<SampleId>(i);
         }
         for (std::size_t i = 0; i < scan.dirs.size(); ++i) {
             const auto& d = scan.dirs[i];
             dirs[i] = {put(d.path), static_cast<std::uint32_t>(d.path.size()), d.parent, d.first_dir, d.dir_count,
                        d.first_sample, d.sample_count, d.mtime_ns};
         }
-        return view(header, samples, dirs, paths);
+        return view(header, samples, dirs, paths, extents);
     }
 
     // The catalog another process placed, as a client maps it (share.hpp).
-    static Catalog view(const CatalogHeader* header, const SampleRecord* samples, const DirRecord* dirs, const char* paths) {
+    static Catalog view(const CatalogHeader* header, const SampleRecord* samples, const DirRecord* dirs, const char* paths,
+                        const SampleId* extents) {
         Catalog c;
-        c.header_ = header, c.samples_ = samples, c.dirs_ = dirs, c.paths_ = paths;
+        c.header_ = header, c.samples_ = samples, c.dirs_ = dirs, c.paths_ = paths, c.extents_ = extents;
         return c;
     }
 
@@ -260,11 +287,29 @@ public:
     const SampleRecord* samples() const noexcept { return samples_; }
     const DirRecord* dirs() const noexcept { return dirs_; }
     const char* paths() const noexcept { return paths_; }
+    const SampleId* extents() const noexcept { return extents_; }
 
     std::size_t size() const noexcept { return header_ ? header_->sample_count : 0; }
     std::size_t dir_count() const noexcept { return header_ ? header_->dir_count : 0; }
     std::uint64_t total_bytes() const noexcept { return header_ ? header_->total_bytes : 0; }
     bool contains(SampleId id) const noexcept { return id < size(); }
+
+    // ---- extents (extent.hpp) ----
+    std::uint64_t extent_bytes() const noexcept { return header_ ? header_->extent_bytes : kDefaultExtentBytes; }
+    std::size_t extent_count() const noexcept { return header_ ? header_->extent_count : 0; }
+    ExtentId first_extent(SampleId id) const { return samples_[id].first_extent; }
+    std::uint32_t extents_of(SampleId id) const { return static_cast<std::uint32_t>(extents_in(samples_[id].size, extent_bytes())); }
+    // The extent holding byte `offset` of sample `id` (offset below its size, or 0).
+    ExtentId extent_at(SampleId id, std::uint64_t offset) const {
+        return first_extent(id) + static_cast<ExtentId>(offset / extent_bytes());
+    }
+    SampleId file_of(ExtentId e) const { return extents_[e]; }
+    // Where extent `e` starts in its file, and how many bytes it holds.
+    std::uint64_t extent_start(ExtentId e) const { return std::uint64_t{e - first_extent(file_of(e))} * extent_bytes(); }
+    std::uint64_t extent_length(ExtentId e) const {
+        const std::uint64_t start = extent_start(e), size = samples_[file_of(e)].size;
+        return std::min(extent_bytes(), size - std::min(start, size));
+    }
 
     const SampleRecord& sample(SampleId id) const { return samples_[id]; }
     std::uint64_t size_of(SampleId id) const { return samples_[id].size; }
@@ -342,6 +387,7 @@ private:
     const SampleRecord* samples_ = nullptr;
     const DirRecord* dirs_ = nullptr;
     const char* paths_ = nullptr;
+    const SampleId* extents_ = nullptr;  // per extent: its file
 };
 
 }  // namespace tiercache

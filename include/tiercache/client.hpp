@@ -62,10 +62,12 @@ public:
         const auto* samples = mapping_->at<SampleRecord>(h.catalog_samples, std::max<std::uint64_t>(n, 1) * sizeof(SampleRecord));
         const auto* dirs = mapping_->at<DirRecord>(h.catalog_dirs, catalog_header->dir_count * sizeof(DirRecord));
         const auto* paths = mapping_->at<char>(h.catalog_paths, std::max<std::uint64_t>(catalog_header->path_bytes, 1));
-        slots_ = mapping_->at<SampleSlot>(h.dram_slots, std::max<std::uint64_t>(n, 1) * sizeof(SampleSlot));
-        if (!samples || !dirs || !paths || !slots_)
+        const std::uint64_t extents = std::max<std::uint64_t>(catalog_header->extent_count, 1);
+        const auto* extent_files = mapping_->at<SampleId>(h.catalog_extents, extents * sizeof(SampleId));
+        slots_ = mapping_->at<SampleSlot>(h.dram_slots, extents * sizeof(SampleSlot));
+        if (!samples || !dirs || !paths || !extent_files || !slots_)
             throw std::runtime_error("segment '" + hello.segment + "' is damaged: a table lies outside the file");
-        catalog_ = Catalog::view(catalog_header, samples, dirs, paths);
+        catalog_ = Catalog::view(catalog_header, samples, dirs, paths, extent_files);
         idle_.push_back(std::move(hello.fd));
         reporter_ = std::thread([this] { report_loop(); });
     }
@@ -93,12 +95,19 @@ public:
         check_owner();
         const std::uint64_t size = catalog_.size_of(id);
         if (offset >= size || dest.empty()) return 0;
-        if (auto n = copy_if_resident(slots_[id], mapping_->base(), mapping_->size(), size, offset, dest)) {
-            report_hit(id, *n, offset);
-            return *n;
-        }
+        dest = dest.first(static_cast<std::size_t>(std::min<std::uint64_t>(dest.size(), size - offset)));
+        // Extent by extent from shared memory; from the first one that is not there, the owner.
         std::size_t done = 0;
-        while (done < dest.size() && offset + done < size) {
+        while (done < dest.size()) {
+            const ExtentId e = catalog_.extent_at(id, offset + done);
+            const std::uint64_t within = offset + done - catalog_.extent_start(e);
+            const auto n = copy_if_resident(slots_[e], mapping_->base(), mapping_->size(), catalog_.extent_length(e), within,
+                                            dest.subspan(done));
+            if (!n || *n == 0) break;
+            report_hit(e, *n, within);
+            done += *n;
+        }
+        while (done < dest.size()) {
             const std::uint64_t want = std::min<std::uint64_t>(dest.size() - done, detail::kMaxReadBytes);
             std::vector<std::byte> payload;
             const detail::Frame out = request({static_cast<std::uint32_t>(detail::Op::read), 0, id, offset + done, want, 0}, {}, &payload);
@@ -114,7 +123,10 @@ public:
     // shared dram tier holds it already (a warm epoch's prefetches cost no round trip).
     std::uint32_t prefetch(SampleId id) {
         check_owner();
-        if (slots_[id].state.load() == kResident) return 0;
+        bool resident = true;
+        for (ExtentId e = catalog_.first_extent(id), end = e + catalog_.extents_of(id); e < end && resident; ++e)
+            resident = catalog_.extent_length(e) == 0 || slots_[e].state.load() == kResident;
+        if (resident) return 0;
         return static_cast<std::uint32_t>(request({static_cast<std::uint32_t>(detail::Op::prefetch), 0, id, 0, 0, 0}).a);
     }
 
@@ -256,7 +268,7 @@ private:
 
     // ---- what was read from shared memory, for the owner's counters and placement ---------
 
-    void report_hit(SampleId id, std::size_t bytes, std::uint64_t offset) {
+    void report_hit(ExtentId id, std::size_t bytes, std::uint64_t offset) {
         std::lock_guard lock(report_mutex_);
         hits_.push_back({id, static_cast<std::uint32_t>(std::min<std::size_t>(bytes, UINT32_MAX)), offset});
         if (hits_.size() >= 4096) report_cv_.notify_one();

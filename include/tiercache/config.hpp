@@ -16,6 +16,7 @@
 #include <system_error>
 #include <vector>
 
+#include "extent.hpp"
 #include "policy.hpp"
 #include "share.hpp"
 #include "size.hpp"
@@ -98,6 +99,8 @@ inline std::uint64_t tier_bytes(const TierConfig& t) {
 
 class Config {
 public:
+    static constexpr std::uint32_t kMaxReadahead = 256;
+
     Config() { tiers_.push_back({TierKind::dram, "10%", {}, -1, "default"}); }
 
     Config& origin(std::filesystem::path dir) { origin_ = std::move(dir); return *this; }
@@ -125,6 +128,12 @@ public:
     // "plan" (the default: by next use once a plan is set, no-evict until then), "noevict"
     // (scan-resistant) or "lru".
     Config& policy(std::string name) { policy_ = std::move(name); return *this; }
+    // The unit of caching (extent.hpp): "1MiB" (the default), a multiple of 4 KiB from 64 KiB
+    // to 64 MiB. Files up to this size are cached whole; larger ones by the extents read.
+    Config& extent(std::string size) { extent_ = std::move(size); return *this; }
+    // Extents read ahead of a sequential stream through a large file (readahead.hpp);
+    // 0: none. Default 8 (8 MiB at the default extent size).
+    Config& readahead(std::uint32_t extents) { readahead_ = extents; return *this; }
     // Where the segment's file is made: a tmpfs such as /dev/shm, or a DAX filesystem.
     Config& segment_dir(std::filesystem::path dir) { segment_dir_ = std::move(dir); return *this; }
     // Shares the cache under `name`: this process becomes its owner, and other processes on
@@ -145,6 +154,18 @@ public:
     const std::string& dram() const { return find_tier(TierKind::dram)->size; }
     std::uint64_t dram_bytes() const { return tier_bytes(*find_tier(TierKind::dram)); }
     const std::string& policy() const noexcept { return policy_; }
+    const std::string& extent() const noexcept { return extent_; }
+    std::uint32_t readahead() const noexcept { return readahead_; }
+    // Throws std::invalid_argument naming the value, as validate() does.
+    std::uint64_t extent_bytes() const {
+        try {
+            const std::uint64_t bytes = parse_size(extent_);
+            check_extent_bytes(bytes);
+            return bytes;
+        } catch (const std::invalid_argument& e) {
+            throw std::invalid_argument("extent '" + extent_ + "': " + e.what());
+        }
+    }
     const std::filesystem::path& segment_dir() const noexcept { return segment_dir_; }
     const std::string& share() const noexcept { return share_; }
     const std::string& share_group() const noexcept { return share_group_; }
@@ -173,6 +194,9 @@ public:
             (void)tier_bytes(t);
         }
         check_policy_name(policy_);
+        (void)extent_bytes();
+        if (readahead_ > kMaxReadahead)
+            throw std::invalid_argument("readahead " + std::to_string(readahead_) + ": at most " + std::to_string(kMaxReadahead) + " extents");
         if (!std::filesystem::is_directory(segment_dir_, ec))
             throw std::invalid_argument("segment_dir '" + segment_dir_.string() + "': no such directory");
         if (!share_.empty()) check_share_name(share_);
@@ -186,6 +210,8 @@ private:
     std::filesystem::path origin_;
     std::vector<TierConfig> tiers_;  // fastest first; dram always first
     std::string policy_ = "plan";
+    std::string extent_ = "1MiB";  // kDefaultExtentBytes
+    std::uint32_t readahead_ = 8;
     std::filesystem::path segment_dir_ = "/dev/shm";
     std::string share_, share_group_;
     bool serve_later_ = false;

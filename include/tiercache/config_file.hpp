@@ -3,6 +3,8 @@
 //
 //   origin = "/data/imagenet/train"
 //   policy = "plan"
+//   extent = "1MiB"          # the unit of caching (extent.hpp)
+//   readahead = 8            # extents read ahead of a sequential stream (readahead.hpp); 0: off
 //
 //   [[tier]]                 # fastest first
 //   kind = "dram"
@@ -187,7 +189,7 @@ public:
         } catch (const toml::parse_error& e) {
             throw error_at(e.source().begin.line, e.source().begin.column, e.description());
         }
-        f.check_keys(f.table_, "", {"origin", "policy", "segment_dir", "tier", "mount"});
+        f.check_keys(f.table_, "", {"origin", "policy", "extent", "readahead", "segment_dir", "tier", "mount"});
         return f;
     }
 
@@ -195,6 +197,19 @@ public:
     Config apply(Config base) const {
         if (auto v = string_at(table_, "origin")) base.origin(*v);
         if (auto v = string_at(table_, "policy")) base.policy(*v);
+        if (auto v = string_at(table_, "extent")) {
+            base.extent(*v);
+            try {
+                (void)base.extent_bytes();  // now, so that the error names the file and line
+            } catch (const std::invalid_argument& e) {
+                fail(*table_.get("extent"), e.what());
+            }
+        }
+        if (auto v = integer_at(table_, "readahead")) {
+            if (*v < 0 || *v > Config::kMaxReadahead)
+                fail(*table_.get("readahead"), "readahead " + std::to_string(*v) + ": from 0 to " + std::to_string(Config::kMaxReadahead) + " extents");
+            base.readahead(static_cast<std::uint32_t>(*v));
+        }
         if (auto v = string_at(table_, "segment_dir")) base.segment_dir(*v);
         if (const toml::node* tiers = table_.get("tier")) {
             const toml::array* list = tiers->as_array();

@@ -1,6 +1,6 @@
-// A memory tier (dram, pmem, cxl): whole samples in a MemoryRegion, bounded by a capacity in
-// sample bytes. Hits take no lock: a reader pins the sample's slot, checks that it is
-// resident, and copies; an evicted sample's bytes are freed only once no reader pins it.
+// A memory tier (dram, pmem, cxl): extents (extent.hpp) in a MemoryRegion, bounded by a
+// capacity in extent bytes. Hits take no lock: a reader pins the extent's slot, checks that it
+// is resident, and copies; an evicted extent's bytes are freed only once no reader pins it.
 //
 // Placement (reserve, publish, abort, evict) is decided by the Cache, which calls these with
 // its placement lock held, so a sample can move between tiers as one step.
@@ -26,7 +26,7 @@ namespace tiercache {
 
 enum SlotState : std::uint32_t { kAbsent = 0, kFilling = 1, kResident = 2 };
 
-// One per sample per memory tier, in the segment. On-segment layout: see kSegmentVersion.
+// One per extent per memory tier, in the segment. On-segment layout: see kSegmentVersion.
 struct SampleSlot {
     std::atomic<std::uint64_t> offset;      // bytes at base + offset while resident (see MemoryTier::base_)
     std::atomic<std::uint32_t> state;       // SlotState
@@ -43,13 +43,13 @@ static_assert(sizeof(SampleSlot) == 32 && std::atomic<std::uint32_t>::is_always_
 // `mapped`: the client's mapping of the segment. Returns the bytes copied, or nothing when
 // the sample is not resident or moved during the copy (the caller asks the owner instead).
 inline std::optional<std::size_t> copy_if_resident(const SampleSlot& slot, const std::byte* base, std::uint64_t mapped,
-                                                   std::uint64_t sample_size, std::uint64_t offset, std::span<std::byte> dest) {
+                                                   std::uint64_t length, std::uint64_t offset, std::span<std::byte> dest) {
     for (int attempt = 0; attempt < 3; ++attempt) {
         const std::uint32_t before = slot.generation.load();
         if (slot.state.load() != kResident) return std::nullopt;
         const std::uint64_t at = slot.offset.load();
-        if (at > mapped || sample_size > mapped - at) return std::nullopt;  // torn: never read outside the file
-        const std::size_t n = offset >= sample_size ? 0 : static_cast<std::size_t>(std::min<std::uint64_t>(dest.size(), sample_size - offset));
+        if (at > mapped || length > mapped - at) return std::nullopt;  // torn: never read outside the file
+        const std::size_t n = offset >= length ? 0 : static_cast<std::size_t>(std::min<std::uint64_t>(dest.size(), length - offset));
         std::memcpy(dest.data(), base + at + offset, n);
 #if defined(__SANITIZE_THREAD__)
         std::atomic_signal_fence(std::memory_order_acquire);  // TSan has no thread fences; it sees no other process anyway
@@ -81,7 +81,7 @@ public:
     MemoryTier(std::string name, Segment& segment, const Catalog& catalog, MemoryRegion& region, const std::byte* base,
                std::uint64_t capacity, std::unique_ptr<Policy> policy)
         : name_(std::move(name)), catalog_(catalog), region_(region), base_(base), capacity_(capacity), policy_(std::move(policy)) {
-        slots_ = segment.construct_array<SampleSlot>((name_ + ".slots").c_str(), std::max<std::size_t>(catalog.size(), 1));
+        slots_ = segment.construct_array<SampleSlot>((name_ + ".slots").c_str(), std::max<std::size_t>(catalog.extent_count(), 1));
         counters_ = segment.construct_array<TierCounters>((name_ + ".counters").c_str(), 1);
         counters_->capacity_bytes = capacity;
     }
@@ -91,7 +91,7 @@ public:
     // ---- readers: any thread, no lock ------------------------------------------------------
 
     // The sample pinned, if resident here; empty otherwise.
-    SampleRef pin(SampleId id) noexcept {
+    SampleRef pin(ExtentId id) noexcept {
         SampleSlot& slot = slots_[id];
         // Pin first, then look: an evictor marks the slot absent first, then looks at the pins
         // (both sequentially consistent), so one of the two always sees the other.
@@ -100,13 +100,13 @@ public:
             slot.pins.fetch_sub(1);
             return {};
         }
-        return SampleRef({address(slot.offset.load()), catalog_.size_of(id)}, &slot.pins);
+        return SampleRef({address(slot.offset.load()), catalog_.extent_length(id)}, &slot.pins);
     }
 
-    bool resident(SampleId id) const noexcept { return slots_[id].state.load() == kResident; }
+    bool resident(ExtentId id) const noexcept { return slots_[id].state.load() == kResident; }
 
     // The XXH3 checksum taken when `id` entered, if it is resident here.
-    std::optional<std::uint64_t> checksum(SampleId id) noexcept {
+    std::optional<std::uint64_t> checksum(ExtentId id) noexcept {
         if (SampleRef ref = pin(id)) return slots_[id].checksum;
         return std::nullopt;
     }
@@ -120,8 +120,8 @@ public:
 
     // Room for `id`'s bytes: the block, pinned for the caller and marked filling; nullptr
     // when the tier (or its region) has no room. Evicts nothing: see Cache::make_room.
-    std::byte* reserve(SampleId id) {
-        const std::uint64_t size = catalog_.size_of(id);
+    std::byte* reserve(ExtentId id) {
+        const std::uint64_t size = catalog_.extent_length(id);
         free_unpinned();
         if (size == 0 || size > free_bytes()) return nullptr;
         std::byte* bytes = region_.allocate(size);
@@ -134,7 +134,7 @@ public:
     }
 
     // Makes reserved, filled bytes visible to readers; returns the caller's pinned view.
-    SampleRef publish(SampleId id, std::byte* bytes, std::uint64_t checksum) {
+    SampleRef publish(ExtentId id, std::byte* bytes, std::uint64_t checksum) {
         SampleSlot& slot = slots_[id];
         slot.offset.store(offset(bytes));
         slot.checksum = checksum;
@@ -143,27 +143,27 @@ public:
         policy_->on_insert(id);
         counters_->insertions.fetch_add(1, std::memory_order_relaxed);
         counters_->resident_samples.fetch_add(1, std::memory_order_relaxed);
-        return SampleRef({bytes, catalog_.size_of(id)}, &slot.pins);
+        return SampleRef({bytes, catalog_.extent_length(id)}, &slot.pins);
     }
 
     // Gives back reserved bytes that were never published (the fill failed).
-    void abort(SampleId id, std::byte* bytes) {
+    void abort(ExtentId id, std::byte* bytes) {
         SampleSlot& slot = slots_[id];
         slot.state.store(kAbsent);
         slot.pins.fetch_sub(1);
         region_.deallocate(bytes);
-        counters_->used_bytes.fetch_sub(catalog_.size_of(id));
+        counters_->used_bytes.fetch_sub(catalog_.extent_length(id));
     }
 
     // Drops a resident sample; its bytes go once no reader pins them.
-    void evict(SampleId id) {
+    void evict(ExtentId id) {
         SampleSlot& slot = slots_[id];
         slot.state.store(kAbsent);  // from here on no new reader gets in
         slot.generation.fetch_add(1);  // and a client mid-copy sees that it moved
         policy_->on_evict(id);
         counters_->evictions.fetch_add(1, std::memory_order_relaxed);
         counters_->resident_samples.fetch_sub(1, std::memory_order_relaxed);
-        Retired retired{id, address(slot.offset.load()), catalog_.size_of(id)};
+        Retired retired{id, address(slot.offset.load()), catalog_.extent_length(id)};
         if (slot.pins.load() == 0)
             release(retired);
         else
@@ -184,7 +184,7 @@ private:
     std::uint64_t offset(const std::byte* p) const noexcept { return reinterpret_cast<std::uintptr_t>(p) - reinterpret_cast<std::uintptr_t>(base_); }
 
     struct Retired {
-        SampleId id;
+        ExtentId id;
         std::byte* bytes;
         std::uint64_t size;
     };
@@ -207,7 +207,7 @@ private:
     MemoryRegion& region_;
     const std::byte* const base_;
     const std::uint64_t capacity_;
-    SampleSlot* slots_ = nullptr;       // in the segment, one per sample
+    SampleSlot* slots_ = nullptr;       // in the segment, one per extent
     TierCounters* counters_ = nullptr;  // in the segment
 
     std::unique_ptr<Policy> policy_;    // admit/victim/on_insert/on_evict: placement lock held; on_hit: any thread

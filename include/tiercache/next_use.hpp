@@ -1,7 +1,8 @@
 // When each sample is needed next, from the epoch plans: what the plan-aware policy
 // (PlanPolicy in policy.hpp) places and evicts by. Belady's MIN: on a full tier, the
 // resident sample needed furthest in the future goes first (down a tier, not away), and a
-// sample needed later than everything resident is not let in at all.
+// sample needed later than everything resident is not let in at all. A "sample" here is
+// an extent (extent.hpp): a plan of files is a plan of their extents, in file order.
 //
 // Several jobs (training runs) may share one cache, each with its own plan. The policy serves
 // their union: a sample's next use ("key"; smaller is sooner) is its soonest use by any job,
@@ -57,8 +58,8 @@ public:
 
     struct JobInfo {
         JobId job;
-        std::uint64_t samples;  // its current epoch's length
-        std::uint64_t read;     // how many of those positions reads have used up
+        std::uint64_t samples;  // its current epoch's length, in the samples its plan names
+        std::uint64_t read;     // how many of its positions (extents) reads have used up
     };
 
     explicit NextUse(std::size_t samples)
@@ -85,17 +86,20 @@ public:
     // samples read, inserted or evicted meanwhile (dirty_), then swapped in: misses, which
     // wait for mutex_ under the placement lock, never wait for the whole rebuild, nor for
     // the catch-up of every read that happened during it.
-    void set(JobId job, std::span<const SampleId> current, std::span<const SampleId> next = {}) {
+    // `samples`: how many samples the plan names, for jobs() and planned_samples() (default:
+    // one per position; a sample of several extents takes several positions).
+    void set(JobId job, std::span<const ExtentId> current, std::span<const ExtentId> next = {},
+             std::optional<std::uint64_t> samples = std::nullopt) {
         if (current.size() >= kAbsent || next.size() >= kAbsent)
             throw std::length_error("tiercache: an epoch plan holds at most " + std::to_string(kAbsent - 1) + " positions");
-        auto plan = std::make_unique<Job>(job, samples_, current.size());
+        auto plan = std::make_unique<Job>(job, samples_, current.size(), samples.value_or(current.size()));
         for (std::size_t p = current.size(); p-- > 0;)  // the first occurrence wins
             if (current[p] < samples_) plan->current[current[p]] = static_cast<std::uint32_t>(p);
         for (std::size_t p = next.size(); p-- > 0;)
             if (next[p] < samples_) plan->next[next[p]] = static_cast<std::uint32_t>(p);
         rebuild(job, std::move(plan));
     }
-    void set(std::span<const SampleId> current, std::span<const SampleId> next = {}) { set(kLocalJob, current, next); }
+    void set(std::span<const ExtentId> current, std::span<const ExtentId> next = {}) { set(kLocalJob, current, next); }
 
     // `job`'s plan goes (it ended, or died); the other jobs' plans stay. Unknown jobs: nothing.
     void remove(JobId job) { rebuild(job, nullptr); }
@@ -117,18 +121,18 @@ public:
     }
 
     bool active() const noexcept { return active_.load(std::memory_order_acquire); }
-    // The jobs' current epoch lengths, summed.
+    // The samples the jobs' current plans name, summed.
     std::size_t planned_samples() const noexcept { return planned_samples_.load(std::memory_order_acquire); }
 
     std::vector<JobInfo> jobs() const {
         std::lock_guard lock(mutex_);
         std::vector<JobInfo> out;
-        for (const auto& j : jobs_) out.push_back({j->id, j->length, j->reads});
+        for (const auto& j : jobs_) out.push_back({j->id, j->named, j->reads});
         return out;
     }
 
     // When `id` is needed next, as the policy sees it (see the top of the file).
-    std::uint64_t key(SampleId id) const {
+    std::uint64_t key(ExtentId id) const {
         std::lock_guard lock(mutex_);
         return id < samples_ ? keys_[id] : kNotPlanned + id;
     }
@@ -136,7 +140,7 @@ public:
     // A reader used `id` now: the soonest pending use of it is used up. O(jobs) under mutex_;
     // free without the lock when no job still waits for `id` (a file read in several chunks,
     // a sample outside every plan, no plan at all).
-    void consume(SampleId id) {
+    void consume(ExtentId id) {
         if (id >= samples_ || pending_[id].load(std::memory_order_relaxed) == 0) return;
         std::lock_guard lock(mutex_);
         Job* soonest = nullptr;  // ties go to the job registered first
@@ -158,14 +162,14 @@ public:
         std::lock_guard setting(set_mutex_);
         std::lock_guard lock(mutex_);
         if (active() != !jobs_.empty()) return false;
-        for (SampleId id = 0; id < samples_; ++id) {
+        for (ExtentId id = 0; id < samples_; ++id) {
             std::size_t pending = 0;
             for (const auto& j : jobs_) pending += j->pending(id);
             if (pending != pending_[id].load(std::memory_order_relaxed) || keys_[id] != key_of(id)) return false;
         }
         for (const auto& tier : tiers_) {
             std::size_t resident = 0;
-            for (SampleId id = 0; id < samples_; ++id)
+            for (ExtentId id = 0; id < samples_; ++id)
                 if (tier->resident[id]) {
                     ++resident;
                     if (active() && !tier->by_next_use.contains({keys_[id], id})) return false;
@@ -177,7 +181,7 @@ public:
 
     // ---- for PlanPolicy, with its tier's placement lock held ----------------------------
 
-    void inserted(std::size_t tier, SampleId id) {
+    void inserted(std::size_t tier, ExtentId id) {
         std::lock_guard lock(mutex_);
         Tier& t = *tiers_[tier];
         if (t.resident[id]) return;
@@ -185,7 +189,7 @@ public:
         if (active()) t.by_next_use.emplace(keys_[id], id);
         if (rebuilding_) dirty_.push_back(id);
     }
-    void evicted(std::size_t tier, SampleId id) {
+    void evicted(std::size_t tier, ExtentId id) {
         std::lock_guard lock(mutex_);
         Tier& t = *tiers_[tier];
         if (!t.resident[id]) return;
@@ -194,7 +198,7 @@ public:
         if (rebuilding_) dirty_.push_back(id);
     }
     // The resident sample needed last, if a plan is set and the tier holds any.
-    std::optional<SampleId> furthest(std::size_t tier) {
+    std::optional<ExtentId> furthest(std::size_t tier) {
         std::lock_guard lock(mutex_);
         const Tier& t = *tiers_[tier];
         if (!active() || t.by_next_use.empty()) return std::nullopt;
@@ -202,14 +206,14 @@ public:
     }
     // The resident sample needed last, if it is needed after `incoming`: making room for a
     // sample never evicts one needed sooner than it.
-    std::optional<SampleId> furthest_after(std::size_t tier, SampleId incoming) {
+    std::optional<ExtentId> furthest_after(std::size_t tier, ExtentId incoming) {
         std::lock_guard lock(mutex_);
         const Tier& t = *tiers_[tier];
         if (!active() || t.by_next_use.empty() || t.by_next_use.rbegin()->first <= keys_[incoming]) return std::nullopt;
         return t.by_next_use.rbegin()->second;
     }
     // Whether `id` is needed before the tier's furthest resident sample (MIN's admission).
-    bool sooner_than_furthest(std::size_t tier, SampleId id) {
+    bool sooner_than_furthest(std::size_t tier, ExtentId id) {
         std::lock_guard lock(mutex_);
         const Tier& t = *tiers_[tier];
         return active() && !t.by_next_use.empty() && keys_[id] < t.by_next_use.rbegin()->first;
@@ -219,17 +223,17 @@ private:
     static constexpr std::uint32_t kAbsent = 0xFFFF'FFFF;
     static constexpr int kCatchUpRounds = 8;            // a rebuild's catch-ups before its swap
     static constexpr std::size_t kFewChanges = 256;     // left for the swap under mutex_
-    using OrderedSet = std::set<std::pair<std::uint64_t, SampleId>>;
+    using OrderedSet = std::set<std::pair<std::uint64_t, ExtentId>>;
 
     // One job's plan. The positions and the offset are fixed before the plan is shared, so
     // set()'s rebuild reads them without mutex_; the read marks are atomics for the same
     // reason (a rebuild fixes what changed under it from dirty_).
     struct Job {
-        Job(JobId job, std::size_t samples, std::uint64_t epoch_length)
-            : id(job), length(epoch_length), current(samples, kAbsent), next(samples, kAbsent),
+        Job(JobId job, std::size_t samples, std::uint64_t epoch_length, std::uint64_t named_samples)
+            : id(job), length(epoch_length), named(named_samples), current(samples, kAbsent), next(samples, kAbsent),
               consumed(std::make_unique<std::atomic<std::uint8_t>[]>(samples)) {}
-        bool pending(SampleId s) const { return current[s] != kAbsent && !consumed[s].load(std::memory_order_relaxed); }
-        std::uint64_t key(SampleId s, const std::atomic<std::uint64_t>* read_at) const {
+        bool pending(ExtentId s) const { return current[s] != kAbsent && !consumed[s].load(std::memory_order_relaxed); }
+        std::uint64_t key(ExtentId s, const std::atomic<std::uint64_t>* read_at) const {
             const bool in_current = current[s] != kAbsent;
             const bool read = in_current && consumed[s].load(std::memory_order_relaxed);
             if (in_current && !read) return offset + current[s];
@@ -240,6 +244,7 @@ private:
 
         const JobId id;
         const std::uint64_t length;                                 // its current epoch's positions
+        const std::uint64_t named;                                  // the samples its plan names
         std::uint64_t offset = 0;                                   // where its timeline starts
         std::vector<std::uint32_t> current, next;                   // first position per sample, or kAbsent
         std::unique_ptr<std::atomic<std::uint8_t>[]> consumed;      // written under mutex_, read without it
@@ -260,14 +265,14 @@ private:
 
     // The soonest of the jobs' keys for `id`.
     template <class Jobs>
-    std::uint64_t soonest(const Jobs& jobs, SampleId id) const {
+    std::uint64_t soonest(const Jobs& jobs, ExtentId id) const {
         std::uint64_t key = kNotPlanned + id;
         for (const auto& j : jobs) key = std::min(key, j->key(id, read_at_.get()));
         return key;
     }
-    std::uint64_t key_of(SampleId id) const { return soonest(jobs_, id); }  // mutex_ held
+    std::uint64_t key_of(ExtentId id) const { return soonest(jobs_, id); }  // mutex_ held
 
-    void rekey(SampleId id) {  // mutex_ held
+    void rekey(ExtentId id) {  // mutex_ held
         const std::uint64_t old_key = keys_[id];
         keys_[id] = key_of(id);
         if (keys_[id] == old_key || !active()) return;
@@ -311,7 +316,7 @@ private:
 
         // Ranks `id` anew in the sets being built, by `key` and by what the tiers hold now
         // (`now`, a byte per tier, with held and sets grown to as many tiers first).
-        auto refresh = [&](SampleId id, std::uint64_t key, const std::uint8_t* now) {
+        auto refresh = [&](ExtentId id, std::uint64_t key, const std::uint8_t* now) {
             const bool moved = key != keys[id];
             for (std::size_t t = 0; t < held.size(); ++t) {
                 const bool was = active && held[t][id], is = active && now[t];
@@ -322,7 +327,7 @@ private:
             keys[id] = key;
         };
         // Takes dirty_, once per sample, with what the tiers hold of each: mutex_ held.
-        auto take_dirty = [&](std::vector<SampleId>& batch, std::vector<std::uint8_t>& now) {
+        auto take_dirty = [&](std::vector<ExtentId>& batch, std::vector<std::uint8_t>& now) {
             batch.swap(dirty_);
             std::sort(batch.begin(), batch.end());
             batch.erase(std::unique(batch.begin(), batch.end()), batch.end());
@@ -331,18 +336,18 @@ private:
                 sets.emplace_back();
             }
             now.clear();
-            for (SampleId id : batch)
+            for (ExtentId id : batch)
                 for (const auto& tier : tiers_) now.push_back(tier->resident[id]);
         };
-        std::vector<SampleId> batch;
+        std::vector<ExtentId> batch;
         std::vector<std::uint8_t> now;
         try {
             keys = unplanned_keys(samples_);
             for (const Job* j : after)  // job by job: each pass streams its arrays
-                for (SampleId id = 0; id < samples_; ++id) keys[id] = std::min(keys[id], j->key(id, read_at_.get()));
+                for (ExtentId id = 0; id < samples_; ++id) keys[id] = std::min(keys[id], j->key(id, read_at_.get()));
             if (active)
                 for (std::size_t t = 0; t < held.size(); ++t)
-                    for (SampleId id = 0; id < samples_; ++id)
+                    for (ExtentId id = 0; id < samples_; ++id)
                         if (held[t][id]) sets[t].emplace(keys[id], id);
             // Catch up with what changed meanwhile, a batch at a time without mutex_, until
             // little is left for the swap (or enough rounds went by: readers outpacing us).
@@ -367,16 +372,16 @@ private:
         std::lock_guard lock(mutex_);
         if (known) {  // its pending uses go
             const Job& old = *jobs_[slot];
-            for (SampleId id = 0; id < samples_; ++id)
+            for (ExtentId id = 0; id < samples_; ++id)
                 if (old.pending(id))
                     pending_[id].store(static_cast<std::uint8_t>(pending_[id].load(std::memory_order_relaxed) - 1), std::memory_order_relaxed);
         }
         if (plan)  // and the new plan's come
-            for (SampleId id = 0; id < samples_; ++id)
+            for (ExtentId id = 0; id < samples_; ++id)
                 if (plan->current[id] != kAbsent)
                     pending_[id].store(static_cast<std::uint8_t>(pending_[id].load(std::memory_order_relaxed) + 1), std::memory_order_relaxed);
         std::uint64_t planned = 0;
-        for (const Job* j : after) planned += j->length;
+        for (const Job* j : after) planned += j->named;
         if (known) gone = std::move(jobs_[slot]);
         if (known && plan) jobs_[slot] = std::move(plan);
         else if (known) jobs_.erase(jobs_.begin() + static_cast<std::ptrdiff_t>(slot));
@@ -409,7 +414,7 @@ private:
     std::unique_ptr<std::atomic<std::uint64_t>[]> read_at_;
     std::uint64_t read_sequence_ = 0;               // protected by mutex_
     bool rebuilding_ = false;                       // protected by mutex_: a rebuild is between snapshot and swap
-    std::vector<SampleId> dirty_;                   // protected by mutex_: what changed meanwhile
+    std::vector<ExtentId> dirty_;                   // protected by mutex_: what changed meanwhile
     std::vector<std::unique_ptr<Tier>> tiers_;      // protected by mutex_
 };
 

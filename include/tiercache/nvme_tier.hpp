@@ -1,4 +1,4 @@
-// The nvme tier: whole samples in a directory on a local SSD, packed into a few large slab
+// The nvme tier: extents (extent.hpp; a small file's is the whole file) in a directory on a local SSD, packed into a few large slab
 // files (slab-00000.tcs, ...) at 4 KiB-aligned offsets, found again after a restart through
 // a persisted index (index.tci). See detail/nvme_format.hpp for both on-disk formats.
 //
@@ -13,8 +13,11 @@
 // returned, so the caller refetches from the origin and may put() it again: the repair.
 // The index is trusted only when it verifies completely; otherwise it is discarded whole.
 //
-// Memory: 16 bytes per catalogued sample (its location and checksum) plus 4 bytes per stored
-// sample (the slab's list, for eviction): about 26 MiB for ImageNet-1K.
+// Memory: 16 bytes per extent (its location and checksum) plus 4 bytes per stored extent (the
+// slab's list, for eviction): about 26 MiB for ImageNet-1K (one extent a file), 20 MiB for
+// 1 TiB of 1 MiB extents.
+//
+// The ids here are extents (ExtentId); "sample" in the names below means the extent stored.
 #pragma once
 #include <algorithm>
 #include <atomic>
@@ -147,7 +150,7 @@ public:
         capacity_ = slab_count_ * slab_bytes_;
         direct_io_ = options.direct_io;
         slabs_ = std::make_unique<Slab[]>(slab_count_);
-        locations_.resize(catalog_.size());
+        locations_.resize(catalog_.extent_count());
         counters_.capacity_bytes = capacity_;
         open_dir();
         load();
@@ -170,15 +173,14 @@ public:
     // evict_oldest_slab() and try again), when the disk is full, or when the write fails. A
     // sample already stored is replaced, unless it holds the same checksum. Throws
     // UnknownSample, or std::invalid_argument when bytes.size() is not the sample's size.
-    bool put(SampleId id, std::span<const std::byte> bytes, std::uint64_t checksum) {
+    bool put(ExtentId id, std::span<const std::byte> bytes, std::uint64_t checksum) {
         check_id(id);
         check_size(id, bytes.size(), "put");
         const std::uint64_t extent = detail::nvme_round_up(bytes.size());
         if (bytes.empty() || extent > slab_bytes_ - detail::kNvmeBlock) return reject();
         if (detail::xxh3(bytes) != checksum) {
             counters_.checksum_failures.fetch_add(1, std::memory_order_relaxed);
-            log(LogLevel::warn, "nvme tier: sample '", catalog_.path(id), "' (id ", id,
-                ") handed to put() does not match its checksum: not stored");
+            log(LogLevel::warn, "nvme tier: ", describe(id), " handed to put() does not match its checksum: not stored");
             return false;
         }
 
@@ -239,7 +241,7 @@ public:
             if (err == ENOSPC || err == EDQUOT) {
                 stop_admitting_locked(err);
             } else {
-                log(LogLevel::error, "nvme tier: writing sample '", catalog_.path(id), "' (id ", id, ") to ",
+                log(LogLevel::error, "nvme tier: writing ", describe(id), " to ",
                     slab_path(r.slab).string(), " at offset ", r.offset, ": ", std::strerror(err), ": not stored");
             }
         }
@@ -250,7 +252,7 @@ public:
     // `dest` holds the sample only on `hit`. On `corrupt` or `io_error` the copy is dropped
     // and the reason logged: the caller reads the origin instead, and may put() it again.
     // Throws UnknownSample, or std::invalid_argument when dest.size() is not the sample's size.
-    NvmeRead get(SampleId id, std::span<std::byte> dest) {
+    NvmeRead get(ExtentId id, std::span<std::byte> dest) {
         check_id(id);
         check_size(id, dest.size(), "get");
         Location loc;
@@ -272,7 +274,7 @@ public:
             err = read_sample(slab, offset, dest);
         }
         if (err != 0) {
-            log(LogLevel::error, "nvme tier: reading sample '", catalog_.path(id), "' (id ", id, ") from ",
+            log(LogLevel::error, "nvme tier: reading ", describe(id), " from ",
                 slab_path(loc.slab).string(), " at offset ", offset, ": ",
                 err == ENODATA ? "the file ends early" : std::strerror(err), ": copy dropped");
             drop_if_unchanged(id, loc, generation);
@@ -281,7 +283,7 @@ public:
         if (detail::xxh3(dest) != loc.checksum) {
             counters_.checksum_failures.fetch_add(1, std::memory_order_relaxed);
             log(LogLevel::warn, "nvme tier: checksum mismatch in ", slab_path(loc.slab).string(), " at offset ", offset,
-                " for sample '", catalog_.path(id), "' (id ", id, "): copy dropped, to be fetched again from the origin");
+                " for ", describe(id), ": copy dropped, to be fetched again from the origin");
             drop_if_unchanged(id, loc, generation);
             return miss(NvmeRead::corrupt);
         }
@@ -292,7 +294,7 @@ public:
 
     // Drops sample `id`; false if it was not stored. Its space comes back when the rest of
     // its slab is gone too (erased, or the slab evicted).
-    bool erase(SampleId id) {
+    bool erase(ExtentId id) {
         check_id(id);
         std::optional<std::uint32_t> emptied;
         {
@@ -315,7 +317,7 @@ public:
             s = fifo_.front();
             Slab& slab = slabs_[s];
             std::uint64_t dropped = 0;
-            for (const SampleId id : slab.ids) {
+            for (const ExtentId id : slab.ids) {
                 if (locations_[id].slab != s) continue;  // erased, or replaced by a newer copy elsewhere
                 locations_[id] = {};
                 ++dropped;
@@ -329,14 +331,14 @@ public:
         return true;
     }
 
-    bool contains(SampleId id) const {
+    bool contains(ExtentId id) const {
         check_id(id);
         std::lock_guard lock(index_mutex_);
         return locations_[id].slab != kNoSlab;
     }
 
     // The checksum of the stored copy, if there is one.
-    std::optional<std::uint64_t> checksum(SampleId id) const {
+    std::optional<std::uint64_t> checksum(ExtentId id) const {
         check_id(id);
         std::lock_guard lock(index_mutex_);
         if (locations_[id].slab == kNoSlab) return std::nullopt;
@@ -350,7 +352,7 @@ public:
         std::lock_guard save_lock(save_mutex_);
         std::vector<std::byte> file;
         std::vector<std::uint32_t> in_use;
-        std::vector<std::pair<SampleId, Location>> stored;
+        std::vector<std::pair<ExtentId, Location>> stored;
         detail::NvmeIndexHeader header{};
         {
             std::lock_guard lock(index_mutex_);
@@ -365,7 +367,7 @@ public:
                 }
                 std::memcpy(file.data() + sizeof header + s * sizeof rec, &rec, sizeof rec);
             }
-            for (SampleId id = 0; id < locations_.size(); ++id)
+            for (ExtentId id = 0; id < locations_.size(); ++id)
                 if (locations_[id].slab != kNoSlab) stored.emplace_back(id, locations_[id]);
         }
         // Every byte the snapshot names was written before it was taken: sync it before the
@@ -378,9 +380,10 @@ public:
         file.resize(first_entry + stored.size() * sizeof(detail::NvmeIndexEntry));
         for (std::size_t i = 0; i < stored.size(); ++i) {
             const auto& [id, loc] = stored[i];
-            const SampleRecord& rec = catalog_.sample(id);
-            const detail::NvmeIndexEntry entry{path_hash(catalog_.path(id)), rec.size, catalog_.mtime_of(id), loc.checksum,
-                                               std::uint64_t{loc.block} * detail::kNvmeBlock, loc.slab, id};
+            const SampleId of = catalog_.file_of(id);
+            const detail::NvmeIndexEntry entry{path_hash(catalog_.path(of)), catalog_.size_of(of), catalog_.mtime_of(of),
+                                               loc.checksum, std::uint64_t{loc.block} * detail::kNvmeBlock, loc.slab, id,
+                                               id - catalog_.first_extent(of), static_cast<std::uint32_t>(catalog_.extent_length(id))};
             std::memcpy(file.data() + first_entry + i * sizeof entry, &entry, sizeof entry);
         }
         header.magic = detail::kNvmeIndexMagic;
@@ -388,6 +391,7 @@ public:
         header.slab_bytes = slab_bytes_;
         header.slab_count = slab_count_;
         header.entry_count = stored.size();
+        header.extent_bytes = catalog_.extent_bytes();
         header.payload_xxh3 = detail::xxh3(std::span<const std::byte>(file).subspan(sizeof header));
         header.saved_unix_ns = static_cast<std::uint64_t>(
             std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
@@ -454,7 +458,7 @@ private:
         std::uint64_t fifo_seq = 0;                 // when it was opened: eviction order
         std::uint32_t live = 0;                     // samples stored in it now
         std::uint32_t writing = 0;                  // reservations whose put() has not finished
-        std::vector<SampleId> ids;                  // samples put in it (some since erased or replaced)
+        std::vector<ExtentId> ids;                  // samples put in it (some since erased or replaced)
     };
 
     struct Reservation {
@@ -484,16 +488,24 @@ private:
         return detail::xxh3(std::as_bytes(std::span(&h, 1)).first(offsetof(Header, header_xxh3)));
     }
 
-    void check_id(SampleId id) const {
-        if (!catalog_.contains(id))
-            throw UnknownSample("nvme tier: sample id " + std::to_string(id) + " out of range (catalog holds " +
-                                std::to_string(catalog_.size()) + ")");
+    void check_id(ExtentId id) const {
+        if (id >= catalog_.extent_count())
+            throw UnknownSample("nvme tier: extent id " + std::to_string(id) + " out of range (catalog holds " +
+                                std::to_string(catalog_.extent_count()) + ")");
     }
-    void check_size(SampleId id, std::size_t size, const char* what) const {
-        if (size != catalog_.size_of(id))
-            throw std::invalid_argument(std::string("nvme tier: ") + what + " of sample '" + std::string(catalog_.path(id)) +
-                                        "' with " + std::to_string(size) + " bytes; the sample has " +
-                                        std::to_string(catalog_.size_of(id)));
+    void check_size(ExtentId id, std::size_t size, const char* what) const {
+        if (size != catalog_.extent_length(id))
+            throw std::invalid_argument(std::string("nvme tier: ") + what + " of " + describe(id) + " with " + std::to_string(size) +
+                                        " bytes; the extent has " + std::to_string(catalog_.extent_length(id)));
+    }
+    // "sample 'a/b.jpg' (extent 7)", or "'shard.tar' bytes [1048576, 2097152) (extent 9)"
+    std::string describe(ExtentId id) const {
+        const SampleId file = catalog_.file_of(id);
+        std::string out = catalog_.extents_of(file) == 1 ? "sample '" + std::string(catalog_.path(file)) + "'"
+                                                          : "'" + std::string(catalog_.path(file)) + "' bytes [" +
+                                                                std::to_string(catalog_.extent_start(id)) + ", " +
+                                                                std::to_string(catalog_.extent_start(id) + catalog_.extent_length(id)) + ")";
+        return out + " (extent " + std::to_string(id) + ")";
     }
 
     bool reject() noexcept {
@@ -541,7 +553,7 @@ private:
 
     // Forgets where `id` is. Returns its slab when that slab is now empty and sealed: the
     // caller recycle()s it once it holds no lock.
-    std::optional<std::uint32_t> drop_locked(SampleId id) {
+    std::optional<std::uint32_t> drop_locked(ExtentId id) {
         const std::uint32_t s = std::exchange(locations_[id], Location{}).slab;
         if (s == kNoSlab) return std::nullopt;
         counters_.resident_samples.fetch_sub(1, std::memory_order_relaxed);
@@ -584,7 +596,7 @@ private:
             "): no longer admitting until eviction frees a slab");
     }
 
-    void drop_if_unchanged(SampleId id, const Location& seen, std::uint64_t generation) {
+    void drop_if_unchanged(ExtentId id, const Location& seen, std::uint64_t generation) {
         std::optional<std::uint32_t> emptied;
         {
             std::lock_guard lock(index_mutex_);
@@ -747,7 +759,7 @@ private:
 
     // An index entry matched to the catalog.
     struct Kept {
-        SampleId id;
+        ExtentId id;
         Location loc;
     };
 
@@ -890,6 +902,9 @@ private:
         if (h.header_xxh3 != header_hash(h)) return fail("its header checksum does not match");
         if (h.slab_bytes != slab_bytes_)
             return fail("written for slabs of " + std::to_string(h.slab_bytes) + " bytes, this tier uses " + std::to_string(slab_bytes_));
+        if (h.extent_bytes != catalog_.extent_bytes())
+            return fail("written for extents of " + std::to_string(h.extent_bytes) + " bytes, this cache uses " +
+                        std::to_string(catalog_.extent_bytes()));
         const std::uint64_t room = file.size() - sizeof h;
         const std::uint64_t slab_part = std::uint64_t{h.slab_count} * sizeof(detail::NvmeIndexSlab);
         if (slab_part > room || h.entry_count > (room - slab_part) / sizeof(detail::NvmeIndexEntry) ||
@@ -934,7 +949,7 @@ private:
             if (e.slab >= h.slab_count) return fail(which + ": slab " + std::to_string(e.slab) + " out of range");
             const auto& rec = slabs[e.slab];
             if (rec.state == detail::kSlabFree) return fail(which + ": in slab " + std::to_string(e.slab) + ", which is free");
-            if (e.size == 0 || e.offset % detail::kNvmeBlock != 0 || e.offset < detail::kNvmeBlock || e.offset > rec.fill_bytes ||
+            if (e.size == 0 || e.size > h.extent_bytes || e.offset % detail::kNvmeBlock != 0 || e.offset < detail::kNvmeBlock || e.offset > rec.fill_bytes ||
                 e.size > rec.fill_bytes - e.offset)
                 return fail(which + ": bytes [" + std::to_string(e.offset) + ", +" + std::to_string(e.size) +
                             ") outside the used part of slab " + std::to_string(e.slab));
@@ -967,27 +982,32 @@ private:
         }
         for (std::uint32_t s = slab_count_; s < h.slab_count; ++s) slabs[s] = {};
         std::optional<std::unordered_map<std::uint64_t, SampleId>> by_path;  // built only if a hint misses
-        std::vector<bool> seen(catalog_.size(), false);
+        std::vector<bool> seen(catalog_.extent_count(), false);
         for (const auto& e : entries) {
             if (e.slab >= slab_count_) { ++beyond; continue; }
             if (!slab_current[e.slab]) { ++reused; continue; }
-            std::optional<SampleId> id;
-            auto matches = [&](SampleId c) {
-                const SampleRecord& rec = catalog_.sample(c);
-                return path_hash(catalog_.path(c)) == e.path_xxh3 && rec.size == e.size && rec.mtime_ns == e.mtime_ns;
+            // The extent of file `f` the entry names, if it is the same file and range.
+            auto extent_of = [&](SampleId f) -> std::optional<ExtentId> {
+                const SampleRecord& rec = catalog_.sample(f);
+                if (path_hash(catalog_.path(f)) != e.path_xxh3 || rec.size != e.file_size || rec.mtime_ns != e.mtime_ns ||
+                    e.extent >= catalog_.extents_of(f))
+                    return std::nullopt;
+                const ExtentId x = catalog_.first_extent(f) + e.extent;
+                if (catalog_.extent_length(x) != e.size) return std::nullopt;
+                return x;
             };
-            if (e.id_hint < catalog_.size() && matches(e.id_hint)) {
-                id = e.id_hint;
-            } else {
+            std::optional<ExtentId> id;
+            if (e.id_hint < catalog_.extent_count()) id = extent_of(catalog_.file_of(e.id_hint));
+            if (!id) {
                 if (!by_path) {
                     by_path.emplace();
                     by_path->reserve(catalog_.size());
                     for (SampleId c = 0; c < catalog_.size(); ++c) by_path->emplace(path_hash(catalog_.path(c)), c);
                 }
-                if (auto it = by_path->find(e.path_xxh3); it != by_path->end() && matches(it->second)) id = it->second;
+                if (auto it = by_path->find(e.path_xxh3); it != by_path->end()) id = extent_of(it->second);
             }
             if (!id) { ++changed; continue; }
-            if (seen[*id]) return fail("sample '" + std::string(catalog_.path(*id)) + "' appears twice");
+            if (seen[*id]) return fail(describe(*id) + " appears twice");
             seen[*id] = true;
             kept.push_back({*id, {e.slab, static_cast<std::uint32_t>(e.offset / detail::kNvmeBlock), e.checksum}});
         }

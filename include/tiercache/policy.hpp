@@ -1,5 +1,6 @@
 // Admission and eviction for a tier (one instance per tier), behind one interface so policies
-// can be compared.
+// can be compared. The unit placed is an extent (extent.hpp): a small file's one, or each
+// of a large file's.
 //
 // Shuffled epochs defeat LRU: with room for a fraction f of the dataset, each epoch evicts
 // what the next one needs before it comes round, and the hit rate falls towards f^2/2. The
@@ -31,18 +32,18 @@ public:
     virtual bool evicts() const = 0;
 
     // A resident sample was read. May be called from any thread, at any time.
-    virtual void on_hit(SampleId) {}
+    virtual void on_hit(ExtentId) {}
 
     // The calls below come from the tier with its placement lock held, one at a time.
 
     // A missing sample of `bytes` was read and the tier has `free_bytes` of room: bring it in?
-    virtual bool admit(SampleId id, std::uint64_t bytes, std::uint64_t free_bytes) = 0;
+    virtual bool admit(ExtentId id, std::uint64_t bytes, std::uint64_t free_bytes) = 0;
     // The resident sample to evict next to make room, or none: then the sample stays out.
-    virtual std::optional<SampleId> victim() = 0;
+    virtual std::optional<ExtentId> victim() = 0;
     // The same, to make room for `incoming` in particular.
-    virtual std::optional<SampleId> victim_for(SampleId /*incoming*/) { return victim(); }
-    virtual void on_insert(SampleId id) = 0;
-    virtual void on_evict(SampleId id) = 0;
+    virtual std::optional<ExtentId> victim_for(ExtentId /*incoming*/) { return victim(); }
+    virtual void on_insert(ExtentId id) = 0;
+    virtual void on_evict(ExtentId id) = 0;
 };
 
 // Admit while there is room; once full, keep what is there (scan-resistant).
@@ -50,10 +51,10 @@ class NoEvictPolicy final : public Policy {
 public:
     std::string_view name() const override { return "noevict"; }
     bool evicts() const override { return false; }
-    bool admit(SampleId, std::uint64_t bytes, std::uint64_t free_bytes) override { return bytes <= free_bytes; }
-    std::optional<SampleId> victim() override { return std::nullopt; }
-    void on_insert(SampleId) override {}
-    void on_evict(SampleId) override {}
+    bool admit(ExtentId, std::uint64_t bytes, std::uint64_t free_bytes) override { return bytes <= free_bytes; }
+    std::optional<ExtentId> victim() override { return std::nullopt; }
+    void on_insert(ExtentId) override {}
+    void on_evict(ExtentId) override {}
 };
 
 // Least recently used, as the kernel page cache roughly is: the baseline to beat.
@@ -64,31 +65,31 @@ public:
 
     std::string_view name() const override { return "lru"; }
     bool evicts() const override { return true; }
-    void on_hit(SampleId id) override {
+    void on_hit(ExtentId id) override {
         std::lock_guard lock(mutex_);
         if (!linked_[id]) return;  // evicted meanwhile
         unlink(id);
         push_front(id);
     }
-    bool admit(SampleId, std::uint64_t, std::uint64_t) override { return true; }
-    std::optional<SampleId> victim() override {
+    bool admit(ExtentId, std::uint64_t, std::uint64_t) override { return true; }
+    std::optional<ExtentId> victim() override {
         std::lock_guard lock(mutex_);
         if (tail_ == kNone) return std::nullopt;
         return tail_;
     }
-    void on_insert(SampleId id) override {
+    void on_insert(ExtentId id) override {
         std::lock_guard lock(mutex_);
         if (!linked_[id]) push_front(id);
     }
-    void on_evict(SampleId id) override {
+    void on_evict(ExtentId id) override {
         std::lock_guard lock(mutex_);
         if (linked_[id]) unlink(id);
     }
 
 private:
-    static constexpr SampleId kNone = 0xFFFF'FFFF;
+    static constexpr ExtentId kNone = 0xFFFF'FFFF;
 
-    void push_front(SampleId id) {  // mutex_ held
+    void push_front(ExtentId id) {  // mutex_ held
         prev_[id] = kNone;
         next_[id] = head_;
         if (head_ != kNone) prev_[head_] = id;
@@ -96,7 +97,7 @@ private:
         if (tail_ == kNone) tail_ = id;
         linked_[id] = 1;
     }
-    void unlink(SampleId id) {  // mutex_ held
+    void unlink(ExtentId id) {  // mutex_ held
         if (prev_[id] != kNone) next_[prev_[id]] = next_[id]; else head_ = next_[id];
         if (next_[id] != kNone) prev_[next_[id]] = prev_[id]; else tail_ = prev_[id];
         linked_[id] = 0;
@@ -104,9 +105,9 @@ private:
 
     // Lock order: the tier's placement lock, then mutex_ (on_hit takes mutex_ alone).
     std::mutex mutex_;
-    std::vector<SampleId> prev_, next_;  // protected by mutex_
+    std::vector<ExtentId> prev_, next_;  // protected by mutex_
     std::vector<std::uint8_t> linked_;   // protected by mutex_
-    SampleId head_ = kNone, tail_ = kNone;  // protected by mutex_: most and least recent
+    ExtentId head_ = kNone, tail_ = kNone;  // protected by mutex_: most and least recent
 };
 
 // By next use when a plan is set (Cache::set_plan), no-evict otherwise. One instance per
@@ -117,13 +118,13 @@ public:
 
     std::string_view name() const override { return "plan"; }
     bool evicts() const override { return next_use_.active(); }
-    bool admit(SampleId id, std::uint64_t bytes, std::uint64_t free_bytes) override {
+    bool admit(ExtentId id, std::uint64_t bytes, std::uint64_t free_bytes) override {
         return bytes <= free_bytes || next_use_.sooner_than_furthest(tier_, id);
     }
-    std::optional<SampleId> victim() override { return next_use_.furthest(tier_); }
-    std::optional<SampleId> victim_for(SampleId incoming) override { return next_use_.furthest_after(tier_, incoming); }
-    void on_insert(SampleId id) override { next_use_.inserted(tier_, id); }
-    void on_evict(SampleId id) override { next_use_.evicted(tier_, id); }
+    std::optional<ExtentId> victim() override { return next_use_.furthest(tier_); }
+    std::optional<ExtentId> victim_for(ExtentId incoming) override { return next_use_.furthest_after(tier_, incoming); }
+    void on_insert(ExtentId id) override { next_use_.inserted(tier_, id); }
+    void on_evict(ExtentId id) override { next_use_.evicted(tier_, id); }
 
 private:
     NextUse& next_use_;

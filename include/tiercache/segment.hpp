@@ -37,7 +37,7 @@ namespace tiercache {
 // Bump when the layout of anything placed in a segment changes (SegmentHeader, the catalog
 // records, SampleSlot, TierCounters, OriginCounters): a process must never map a segment laid
 // out by another version.
-inline constexpr std::uint32_t kSegmentVersion = 3;  // 3: SampleSlot.generation; SegmentHeader's directory and owner fields
+inline constexpr std::uint32_t kSegmentVersion = 4;  // 4: extents (the catalog's extents table, SampleRecord.first_extent, slots per extent)
 inline constexpr std::uint32_t kSegmentMagic = 0x54434331;  // "TCC1"
 
 enum OwnerState : std::uint32_t { kOwnerStarting = 0, kOwnerServing = 1, kOwnerClosed = 2 };
@@ -56,8 +56,9 @@ struct SegmentHeader {
     std::uint64_t catalog_header = 0, catalog_samples = 0, catalog_dirs = 0, catalog_paths = 0;
     std::uint64_t dram_slots = 0, dram_counters = 0, origin_counters = 0;
     std::uint64_t dram_capacity = 0;
+    std::uint64_t catalog_extents = 0;
 };
-static_assert(sizeof(SegmentHeader) == 104 && std::is_standard_layout_v<SegmentHeader>);
+static_assert(sizeof(SegmentHeader) == 112 && std::is_standard_layout_v<SegmentHeader>);
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 
 // CLOCK_MONOTONIC in ns: one clock for every process on the host.

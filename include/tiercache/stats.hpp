@@ -76,6 +76,7 @@ struct Stats {
     std::vector<TierStats> tiers;  // fastest first
     std::uint64_t origin_bytes_read = 0, origin_reads = 0, origin_errors = 0;
     std::uint64_t samples = 0, dataset_bytes = 0, segment_bytes = 0;
+    std::uint64_t extents = 0, extent_bytes = 0;  // the unit of caching (extent.hpp): how many, of what size
     std::string policy;
     std::uint64_t plan_samples = 0;  // the plans' lengths, summed; 0: no plan
     std::uint64_t plan_jobs = 0;     // jobs with a plan registered
@@ -109,6 +110,8 @@ inline nlohmann::ordered_json to_json(const Stats& s) {
             {"origin", {{"bytes_read", s.origin_bytes_read}, {"reads", s.origin_reads}, {"errors", s.origin_errors}}},
             {"samples", s.samples},
             {"dataset_bytes", s.dataset_bytes},
+            {"extents", s.extents},
+            {"extent_bytes", s.extent_bytes},
             {"segment_bytes", s.segment_bytes},
             {"policy", s.policy},
             {"plan", {{"active", s.plan_samples != 0}, {"samples", s.plan_samples}, {"jobs", s.plan_jobs}}},
@@ -136,6 +139,7 @@ inline Stats stats_from_json(const nlohmann::json& j) {
     const auto& o = j.at("origin");
     s.origin_bytes_read = u(o, "bytes_read"), s.origin_reads = u(o, "reads"), s.origin_errors = u(o, "errors");
     s.samples = u(j, "samples"), s.dataset_bytes = u(j, "dataset_bytes"), s.segment_bytes = u(j, "segment_bytes");
+    s.extents = u(j, "extents"), s.extent_bytes = u(j, "extent_bytes");
     s.policy = str(j, "policy");
     if (j.contains("plan")) s.plan_samples = u(j["plan"], "samples"), s.plan_jobs = u(j["plan"], "jobs");
     if (j.contains("share")) {

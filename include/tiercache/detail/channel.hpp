@@ -40,9 +40,9 @@ enum class Op : std::uint32_t { hello = 1, read = 2, prefetch = 3, set_plan = 4,
 // A client's read served from the shared dram tier: the owner counts it (clients map the
 // segment read-only) and tells its policy (the plan's next use, LRU's recency).
 struct SharedHit {
-    std::uint32_t id;
+    std::uint32_t id;      // the extent
     std::uint32_t bytes;
-    std::uint64_t offset;  // a read at 0 is a use of the sample; later chunks of it are not
+    std::uint64_t offset;  // within the extent: a read at 0 is a use of it; later chunks of it are not
 };
 static_assert(sizeof(SharedHit) == 16);
 

@@ -6,7 +6,7 @@
 // index.tci, in this order:
 //   NvmeIndexHeader                                (64 bytes)
 //   NvmeIndexSlab   x header.slab_count            (32 bytes each, slab 0 first)
-//   NvmeIndexEntry  x header.entry_count           (48 bytes each, any order)
+//   NvmeIndexEntry  x header.entry_count           (56 bytes each, any order)
 // header.payload_xxh3 is the XXH3-64 of everything after the header, so a flipped bit or a
 // torn write anywhere is caught; header.header_xxh3 covers the header's own fields.
 //
@@ -24,10 +24,10 @@ namespace tiercache::detail {
 static_assert(std::endian::native == std::endian::little, "the nvme tier's files are little-endian");
 
 // Bump kNvmeIndexVersion when the layout or meaning of NvmeIndexHeader, NvmeIndexSlab or
-// NvmeIndexEntry changes, and kNvmeSlabVersion when NvmeSlabHeader or the placement of
+// NvmeIndexEntry changes (2: entries are extents, the header says their size), and kNvmeSlabVersion when NvmeSlabHeader or the placement of
 // samples inside a slab file changes. A process finding another version starts cold: it
 // discards the index (and rewrites slab headers as it reuses slabs); it never guesses.
-inline constexpr std::uint32_t kNvmeIndexVersion = 1;
+inline constexpr std::uint32_t kNvmeIndexVersion = 2;
 inline constexpr std::uint32_t kNvmeSlabVersion = 1;
 inline constexpr std::uint32_t kNvmeIndexMagic = 0x4E434354;  // "TCCN" read as bytes
 inline constexpr std::uint32_t kNvmeSlabMagic = 0x53434354;   // "TCCS" read as bytes
@@ -48,7 +48,7 @@ struct NvmeIndexHeader {
     std::uint64_t entry_count;   // NvmeIndexEntry records after the slab records
     std::uint64_t payload_xxh3;  // XXH3-64 of all bytes after this header
     std::uint64_t saved_unix_ns; // for humans and logs
-    std::uint64_t reserved1;     // 0
+    std::uint64_t extent_bytes;  // the catalog's extent size: entries of another one do not apply
     std::uint64_t header_xxh3;   // XXH3-64 of the 56 bytes before this field
 };
 static_assert(sizeof(NvmeIndexHeader) == 64);
@@ -64,18 +64,21 @@ struct NvmeIndexSlab {
 };
 static_assert(sizeof(NvmeIndexSlab) == 32);
 
-// One stored sample. The identity (path hash, size, mtime) ties it to an origin file: an
-// entry whose file was renamed, rewritten or resized no longer matches the catalog.
+// One stored extent. The identity (path hash, file size, mtime, extent number) ties it to a
+// range of an origin file: an entry whose file was renamed, rewritten or resized no longer
+// matches the catalog.
 struct NvmeIndexEntry {
-    std::uint64_t path_xxh3;  // XXH3-64 of the sample's relative path bytes
-    std::uint64_t size;
+    std::uint64_t path_xxh3;  // XXH3-64 of the file's relative path bytes
+    std::uint64_t file_size;
     std::int64_t mtime_ns;
-    std::uint64_t checksum;   // XXH3-64 of the sample's bytes
+    std::uint64_t checksum;   // XXH3-64 of the extent's bytes
     std::uint64_t offset;     // into the slab file, a multiple of kNvmeBlock, >= kNvmeBlock
     std::uint32_t slab;
-    std::uint32_t id_hint;    // SampleId when saved: checked first, so a load rarely needs a map
+    std::uint32_t id_hint;    // ExtentId when saved: checked first, so a load rarely needs a map
+    std::uint32_t extent;     // which of the file's extents (0: its first)
+    std::uint32_t size;       // the extent's bytes
 };
-static_assert(sizeof(NvmeIndexEntry) == 48);
+static_assert(sizeof(NvmeIndexEntry) == 56);
 
 struct NvmeSlabHeader {
     std::uint32_t magic;

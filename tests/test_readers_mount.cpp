@@ -1,0 +1,121 @@
+// Packed datasets (a few large files read by byte range) through a real mount, read by the
+// readers users have: python3-lmdb, python3-h5py, numpy memmaps and Python's tarfile
+// (tests/readers.py), each file larger than the dram tier; and a sparse file larger than the
+// machine's memory.
+#include <catch2/catch.hpp>
+
+#include <fcntl.h>
+#include <random>
+#include <unistd.h>
+
+#include "support.hpp"
+
+namespace readers_test {
+
+using test::fs::path;
+const path kSourceDir = TIERCACHE_SOURCE_DIR;
+
+std::uint64_t bytes_under(const path& root) {
+    std::uint64_t total = 0;
+    for (const auto& name : test::list_files(root)) total += test::fs::file_size(root / name);
+    return total;
+}
+
+// The daemon's peak resident memory (VmHWM), in bytes.
+std::uint64_t peak_rss(pid_t pid) {
+    std::istringstream status(test::read_text("/proc/" + std::to_string(pid) + "/status"));
+    for (std::string line; std::getline(status, line);)
+        if (line.rfind("VmHWM:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
+    return 0;
+}
+
+// Every tier within its size, and what the origin gave.
+void check_tiers(const nlohmann::json& stats) {
+    for (const auto& [name, tier] : stats["tiers"].items()) {
+        INFO("tier " << name);
+        CHECK(tier["used_bytes"].get<std::uint64_t>() <= tier["capacity_bytes"].get<std::uint64_t>());
+    }
+}
+
+}  // namespace readers_test
+
+using namespace readers_test;
+
+TEST_CASE("LMDB, HDF5, a numpy memmap and a tar shard, each larger than dram, read right through the mount", "[mount][extents]") {
+    test::TempDir dir;
+    const path origin = dir / "origin";
+    const auto made = test::run({"/usr/bin/python3", (kSourceDir / "tests/readers.py").string(), "make", origin.string(), "16"}, 300);
+    if (made.status == 2) FAIL("python3-lmdb, python3-h5py or python3-numpy is missing (scripts/install-deps installs them): " << made.output);
+    REQUIRE(made.status == 0);
+    const std::uint64_t total = bytes_under(origin);
+
+    // As users mount (kernel cache on; LMDB and numpy map the files), then with every read
+    // reaching the cache (direct I/O: the readers that map files are left out here).
+    for (const bool kernel_cache : {true, false}) {
+        INFO("kernel cache " << (kernel_cache ? "on" : "off"));
+        const path nvme = dir / (kernel_cache ? "nvme-on" : "nvme-off");
+        test::fs::create_directories(nvme);
+        test::Mount mnt(origin, dir / "mnt", {"--dram", "8MiB", "--nvme", nvme.string() + ":256MiB", "--kernel-cache", kernel_cache ? "on" : "off"});
+        std::vector<std::string> check = {"/usr/bin/python3", (kSourceDir / "tests/readers.py").string(), "check", origin.string(),
+                                          mnt.path().string(), "--passes", "2"};
+        if (!kernel_cache) check.push_back("--no-mmap");
+        const auto r = test::run(check, 600);
+        INFO(r.output);
+        CHECK(r.status == 0);
+        const auto stats = mnt.stats();
+        check_tiers(stats);
+        // Two passes over every file: the origin read about once (nvme holds what dram cannot).
+        const auto origin_bytes = stats["origin"]["bytes_read"].get<std::uint64_t>();
+        INFO("origin bytes " << origin_bytes << " for " << total << " bytes of files");
+        CHECK(origin_bytes <= total * 11 / 10);
+        CHECK(stats["tiers"]["nvme"]["hits"].get<std::uint64_t>() + stats["tiers"]["dram"]["hits"].get<std::uint64_t>() > 0);
+    }
+}
+
+TEST_CASE("a sparse file larger than memory reads at random offsets, with the daemon's memory bounded", "[mount][extents]") {
+    test::TempDir dir;
+    const path origin = dir / "origin";
+    test::fs::create_directories(origin);
+    const std::uint64_t size = std::uint64_t{64} << 30;
+    const path file = origin / "huge.bin";
+    {
+        const int fd = ::open(file.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+        REQUIRE(fd >= 0);
+        REQUIRE(::ftruncate(fd, static_cast<off_t>(size)) == 0);
+        const auto marks = test::make_bytes(11, 1 << 20);
+        for (const std::uint64_t at : {std::uint64_t{0}, size / 2 + 12345, size - marks.size()})
+            REQUIRE(::pwrite(fd, marks.data(), marks.size(), static_cast<off_t>(at)) == static_cast<ssize_t>(marks.size()));
+        ::close(fd);
+    }
+    const path nvme = dir / "nvme";
+    test::fs::create_directories(nvme);
+    test::Mount mnt(origin, dir / "mnt", {"--dram", "64MiB", "--nvme", nvme.string() + ":256MiB", "--kernel-cache", "off"});
+    const std::uint64_t before = peak_rss(mnt.pid());
+    const int cached = ::open((mnt / "huge.bin").c_str(), O_RDONLY | O_CLOEXEC);
+    const int direct = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+    REQUIRE(cached >= 0);
+    REQUIRE(direct >= 0);
+    std::mt19937_64 rng(3);
+    std::vector<std::uint64_t> offsets = {0, size / 2 + 12345 - 100, size - 4096, size - 1};
+    for (int i = 0; i < 300; ++i) offsets.push_back(rng() % size);
+    std::size_t bad = 0;
+    for (int pass = 0; pass < 2; ++pass) {
+        for (const std::uint64_t at : offsets) {
+            const std::size_t n = at % 2 ? 4096 : 128 * 1024;
+            test::Bytes a(n), b(n);
+            const ssize_t got = ::pread(cached, a.data(), n, static_cast<off_t>(at));
+            const ssize_t want = ::pread(direct, b.data(), n, static_cast<off_t>(at));
+            if (got != want || a != b) ++bad;
+        }
+    }
+    ::close(cached);
+    ::close(direct);
+    CHECK(bad == 0);
+    const auto stats = mnt.stats();
+    check_tiers(stats);
+    const std::uint64_t peak = peak_rss(mnt.pid());
+    INFO("daemon peak RSS " << (peak >> 20) << " MiB (" << (before >> 20) << " MiB at mount) for a 64 GiB file, dram 64 MiB");
+    // The dram tier, the catalog and slots (64 Ki extents), threads' one-extent buffers: far
+    // below the file, bounded by the tiers.
+    CHECK(peak < (64u << 20) + (160u << 20));
+}
