@@ -9,6 +9,7 @@
 namespace tiercache::bench {
 namespace catalog { int run(int argc, char** argv); }
 namespace hits { int run(int argc, char** argv); }
+namespace large_file { int run(int argc, char** argv); }
 namespace loader_stall { int run(int argc, char** argv); }
 namespace nvme { int run(int argc, char** argv); }
 namespace slow_origin { int run(int argc, char** argv); }
@@ -29,6 +30,7 @@ namespace b = tiercache::bench;
 constexpr Program kPrograms[] = {
     {"catalog", b::catalog::run, "catalog memory per sample, ImageNet-1K-shaped"},
     {"hits", b::hits::run, "API hits (read, read_chunk, an attached client) against memcpy"},
+    {"large-file", b::large_file::run, "one large file by byte range: cold, warm, nvme, against native reads"},
     {"loader-stall", b::loader_stall::run, "EpochLoader stalls against origin latency, threads and depth"},
     {"nvme", b::nvme::run, "the nvme tier's reads, O_DIRECT against the page cache"},
     {"slow-origin", b::slow_origin::run, "EpochLoader epochs over an origin with a fixed latency"},
