@@ -70,8 +70,10 @@ TEST_CASE("API reads equal the origin, from the tier and from the origin, by 4 t
         CHECK(mismatches == 0);
     }
     const Stats s = cache.stats();
-    // Every extent of every non-empty sample hit once in epoch 2 (the empty one has one extent).
-    CHECK(s.tiers[0].hits == cache.catalog().extent_count() - 1);
+    // Every extent of every non-empty sample hit once in epoch 2 (the empty one has one extent);
+    // in epoch 1, a read across extents may find its later ones fetched alongside already.
+    CHECK(s.tiers[0].hits >= cache.catalog().extent_count() - 1);
+    CHECK(s.tiers[0].hits <= (cache.catalog().extent_count() - 1) + (cache.catalog().extent_count() - names.size()));
     CHECK(s.origin_bytes_read == cache.catalog().total_bytes());
     for (const auto& name : names) {
         const SampleId id = cache.id_of(name);

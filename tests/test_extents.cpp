@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <numeric>
 #include <random>
 #include <set>
@@ -262,4 +264,38 @@ TEST_CASE("a sequential reader of a large file has the next extents read ahead; 
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(200));  // a wrongly queued readahead would land by now
     CHECK(resident() == 40 + touched.size());
+}
+
+namespace extents_test {
+
+// An origin whose reads each take 50 ms, counting how many are under way at once.
+class OverlapOrigin : public Origin {
+public:
+    using Origin::Origin;
+    std::atomic<int> in_flight{0}, most{0};
+
+protected:
+    std::size_t read_impl(const std::string& relpath, std::uint64_t offset, std::span<std::byte> dest, AfterRead after) override {
+        const int now = ++in_flight;
+        for (int seen = most.load(); now > seen && !most.compare_exchange_weak(seen, now);) {}
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        const std::size_t n = Origin::read_impl(relpath, offset, dest, after);
+        --in_flight;
+        return n;
+    }
+};
+
+}  // namespace extents_test
+
+TEST_CASE("one read across several missing extents fetches them at once, not one after the other", "[extents]") {
+    test::TempDir dir;
+    const std::uint64_t size = 8 * kExtent;
+    test::write_file(dir / "records.bin", test::make_bytes(15, size));
+    auto origin = std::make_unique<OverlapOrigin>(dir.path());
+    OverlapOrigin& seen = *origin;
+    Cache cache(Config{}.origin(dir.path()).dram("64MiB").extent("256KiB").readahead(0), std::move(origin));
+    const SampleId id = cache.id_of("records.bin");
+    CHECK(read_range(cache, id, kExtent / 2, 4 * kExtent) == origin_range(dir / "records.bin", kExtent / 2, 4 * kExtent));
+    CHECK(seen.most >= 2);  // 5 extents, 50 ms each: the other threads' reads overlap the reader's
+    CHECK(cache.stats().origin_bytes_read == 5 * kExtent);
 }

@@ -116,9 +116,8 @@ public:
         gone_ = std::make_unique<std::atomic<bool>[]>(std::max<std::size_t>(catalog_.size(), 1));
         next_use_ = std::make_unique<NextUse>(catalog_.extent_count());
         for (const TierConfig& t : config_.tiers()) add_tier(t);
-        if (config_.readahead() > 0)
-            readahead_ = std::make_unique<Readahead>(catalog_, config_.readahead(), kReadaheadThreads,
-                                                     [this](ExtentId e) { (void)locate(e, {.prefetch = true}); });
+        readahead_ = std::make_unique<Readahead>(catalog_, config_.readahead(), kReadaheadThreads,
+                                                 [this](ExtentId e) { (void)locate(e, {.prefetch = true}); });
         log(LogLevel::info, "catalog: ", catalog_.size(), " samples (", format_size(catalog_.total_bytes()), ", ",
             catalog_.extent_count(), " extents of up to ", format_size(catalog_.extent_bytes()), ") in ", catalog_.dir_count(),
             " directories", scan.skipped ? ", " + std::to_string(scan.skipped) + " entries skipped" : "",
@@ -191,7 +190,12 @@ public:
         if (readahead_) readahead_->observe(id, offset, length);
         const ExtentId first = catalog_.extent_at(id, offset), last = catalog_.extent_at(id, offset + length - 1);
         if (first == last) return read_part(first, offset - catalog_.extent_start(first), scratch.first(length));
-        // Across extents: each one's part into scratch.
+        // Across extents: each one's part into scratch, the missing ones after the first fetched
+        // meanwhile on the readahead threads (one origin read's wait, not one per extent).
+        std::vector<ExtentId> missing;
+        for (ExtentId e = first + 1; e <= last; ++e)
+            if (!memory_.front()->resident(e)) missing.push_back(e);
+        readahead_->fetch_alongside(missing);
         Chunk out{{}, {}, false};
         std::size_t done = 0;
         for (ExtentId e = first; e <= last && done < length; ++e) {

@@ -10,6 +10,10 @@
 // that are not queued yet. A random reader (an LMDB, an HDF5 file) rarely continues a stream, and
 // so queues nothing. What the threads fetch goes through Cache::prefetch's path: into a tier whose
 // policy admits it, never waiting on a fetch already under way, never counted as a read.
+//
+// The same threads fetch the other extents of one read across several (fetch_alongside): the
+// reader fetches the first while they fetch the rest, so the read waits about one origin read,
+// not one per extent.
 #pragma once
 #include <array>
 #include <condition_variable>
@@ -17,6 +21,7 @@
 #include <deque>
 #include <functional>
 #include <mutex>
+#include <span>
 #include <thread>
 #include <vector>
 
@@ -32,7 +37,7 @@ public:
     // `window`: extents read ahead of a stream (0: none); `threads` fetch them.
     Readahead(const Catalog& catalog, std::uint32_t window, std::uint32_t threads, Fetch fetch)
         : catalog_(catalog), window_(window), fetch_(std::move(fetch)) {
-        for (std::uint32_t t = 0; window_ > 0 && t < threads; ++t) threads_.emplace_back([this] { run(); });
+        for (std::uint32_t t = 0; t < threads; ++t) threads_.emplace_back([this] { run(); });
     }
     Readahead(const Readahead&) = delete;
     Readahead& operator=(const Readahead&) = delete;
@@ -63,6 +68,17 @@ public:
             if (queue_.size() >= kMaxQueued) queue_.pop_front();  // the oldest is the least useful now
             queue_.push_back(e);
             s.queued_until = e;
+        }
+        wake_.notify_all();
+    }
+
+    // Extents a reader is about to need, fetched first (ahead of any stream's).
+    void fetch_alongside(std::span<const ExtentId> extents) {
+        if (extents.empty()) return;
+        {
+            std::lock_guard lock(mutex_);
+            for (auto e = extents.rbegin(); e != extents.rend(); ++e) queue_.push_front(*e);
+            while (queue_.size() > kMaxQueued) queue_.pop_back();
         }
         wake_.notify_all();
     }
