@@ -15,7 +15,8 @@
 //
 // Placement moves samples between tiers under one lock (placement_mutex_): a sample evicted
 // from a faster tier is demoted to the next one with room, not dropped. Samples read from the
-// origin are also written through to nvme, so a restart finds them. Reads take no lock.
+// origin are also written through to nvme, so a restart finds them. No disk I/O runs under the
+// lock (Placement: what a step leaves for nvme runs once it is let go). Reads take no lock.
 // Thread-safe: any number of threads may read at once.
 //
 // Consistency with the origin: every origin read checks the file it opened against the
@@ -87,7 +88,7 @@ public:
     Cache(const Config& config, std::unique_ptr<Origin> origin) : config_(config) {
         config_.validate();
         origin_ = origin ? std::move(origin) : std::make_unique<Origin>(config_.origin());
-        const ScanResult scan = scan_origin(config_.origin());
+        const ScanResult scan = scan_origin(config_.origin(), config_.hidden_at_root());
         const std::uint64_t dram = config_.dram_bytes();
         const std::size_t memory_tiers = config_.tiers().size();
         const std::uint64_t extents = scan.extent_count(config_.extent_bytes());
@@ -249,7 +250,7 @@ public:
         const bool settled = same_size && (mtime == catalog_.mtime_of(id) || now_ns() - mtime >= kSettleNs);
         const bool present = same_size && settled;
         {
-            std::lock_guard lock(placement_mutex_);
+            Placement placement(*this);
             const bool was_gone = gone_[id].load();
             if (present && !was_gone && mtime == catalog_.mtime_of(id)) return Revalidated::unchanged;
             if (!present && was_gone) return Revalidated::gone;  // known already
@@ -257,7 +258,7 @@ public:
             for (ExtentId e = catalog_.first_extent(id), end = e + catalog_.extents_of(id); e < end; ++e) {
                 for (auto& tier : memory_)
                     if (tier->resident(e)) tier->evict(e);  // readers that pinned it finish with the old bytes
-                if (nvme_) nvme_->erase(e);
+                if (nvme_) deferred_nvme_.push_back({e, {}, 0, 0, true});  // gone once this returns
             }
             if (present) catalog_.set_mtime(id, mtime);
             gone_[id].store(!present);
@@ -586,7 +587,7 @@ private:
 
     // Moves `e` from tier k (where `from` pins it) to the fastest tier above that admits it.
     void promote(ExtentId e, std::size_t k, const SampleRef& from) {
-        std::lock_guard lock(placement_mutex_);
+        Placement placement(*this);
         if (fetching_[e].load() != 0 || !memory_[k]->resident(e)) return;  // on the move already
         if (place_copy(e, from.bytes(), *memory_[k]->checksum(e), 0, k, Counted::promotion)) {
             // Making room above may have demoted a victim into tier k and evicted `e` from it
@@ -599,7 +600,7 @@ private:
     // victim a faster tier demotes can take its room instead of pushing out another sample.
     // Only when a faster tier's policy would take it; otherwise it stays where it is.
     void move_up(ExtentId e, std::size_t k) {
-        std::lock_guard lock(placement_mutex_);
+        Placement placement(*this);
         if (fetching_[e].load() != 0 || !memory_[k]->resident(e)) return;
         const std::uint64_t size = catalog_.extent_length(e);
         bool wanted_above = false;
@@ -617,6 +618,52 @@ private:
         // Back into tier k at worst, its room being free; a promotion only above it.
         if (const auto placed = place_copy(e, copy, checksum, 0, memory_.size(), Counted::nothing); placed && *placed < k)
             memory_[*placed]->counters().promotions.fetch_add(1, std::memory_order_relaxed);
+    }
+
+    // ---- the placement lock ----------------------------------------------------------------
+
+    // What a placement step leaves the nvme tier to do: write a demoted extent's copy, or drop
+    // a copy (whose slab may then be recycled, a header write that waits for the slab's readers).
+    struct DeferredNvme {
+        ExtentId extent;
+        std::vector<std::byte> bytes;  // write: a copy of the extent's bytes
+        std::uint64_t checksum = 0;
+        std::uint32_t version = 0;     // the file's, when it was demoted: written only if still so
+        bool erase = false;
+    };
+
+    // The placement lock for one placement step. Disk I/O never runs under it: what the step
+    // left for the nvme tier (deferred_nvme_) runs once it is let go, on the same thread, before
+    // the step's caller goes on. A reader meanwhile may miss a demoted extent (one origin read
+    // more) or still find a dropped copy (a read concurrent with the change): never wrong bytes,
+    // since a copy of a changed file is never promoted (versions_) and never written (below).
+    class Placement {
+    public:
+        explicit Placement(Cache& cache) : cache_(cache), lock_(cache.placement_mutex_) {}
+        Placement(const Placement&) = delete;
+        Placement& operator=(const Placement&) = delete;
+        ~Placement() {
+            std::vector<DeferredNvme> work;
+            work.swap(cache_.deferred_nvme_);
+            lock_.unlock();
+            for (DeferredNvme& w : work) cache_.run_deferred(w);
+        }
+
+    private:
+        Cache& cache_;
+        std::unique_lock<std::mutex> lock_;
+    };
+
+    void run_deferred(DeferredNvme& w) noexcept {
+        try {
+            if (!w.erase && version_of(w.extent).load() == w.version && put_nvme(w.extent, w.bytes, w.checksum) &&
+                version_of(w.extent).load() == w.version)
+                return;
+            if (w.erase || version_of(w.extent).load() != w.version) nvme_->erase(w.extent);  // a copy dropped is always safe
+        } catch (const std::exception& e) {
+            log(LogLevel::warn, "nvme: ", w.erase ? "dropping" : "writing", " a copy of '", catalog_.path(catalog_.file_of(w.extent)),
+                "' at ", catalog_.extent_start(w.extent), ": ", e.what());
+        }
     }
 
     // ---- placement: placement_mutex_ held ------------------------------------------------
@@ -663,7 +710,13 @@ private:
         if (SampleRef from = tier.pin(e)) {
             const std::uint64_t checksum = *tier.checksum(e);
             bool placed = place_copy(e, from.bytes(), checksum, k + 1, memory_.size(), Counted::nothing).has_value();
-            if (!placed && nvme_) placed = put_nvme(e, from.bytes(), checksum);
+            if (!placed && nvme_) {
+                // Written through when it came in, as a rule; else a copy is written once the
+                // placement lock is let go (no disk I/O under it).
+                if (!nvme_->contains(e))
+                    deferred_nvme_.push_back({e, {from.bytes().begin(), from.bytes().end()}, checksum, version_of(e).load(), false});
+                placed = true;
+            }
             if (placed) tier.counters().demotions.fetch_add(1, std::memory_order_relaxed);
         }
         tier.evict(e);
@@ -707,7 +760,7 @@ private:
         if (!promotion_possible(e, memory_.size())) return {true, {}};
         const auto stored = nvme_->checksum(e);  // the bytes were just verified against it
         const std::uint64_t checksum = stored ? *stored : detail::xxh3(whole);
-        std::lock_guard lock(placement_mutex_);
+        Placement placement(*this);
         if (fetching_[e].load() != 0) return {true, {}};
         if (version_of(e).load() != version) return {true, {}};  // the file changed meanwhile: keep no copy of it
         for (const auto& tier : memory_)
@@ -729,7 +782,7 @@ private:
     };
 
     Fetch begin_fetch(ExtentId e) {
-        std::lock_guard lock(placement_mutex_);
+        Placement placement(*this);
         if (fetching_[e].load() != 0) return {Fetch::wait};
         for (std::size_t k = 0; k < memory_.size(); ++k) {
             if (memory_[k]->resident(e)) return {Fetch::wait};  // arrived meanwhile: look again
@@ -759,8 +812,8 @@ private:
             throw;
         }
         if (put_nvme(e, whole, detail::xxh3(whole))) {
-            std::lock_guard lock(placement_mutex_);
-            if (version_of(e).load() != version) nvme_->erase(e);  // revalidated meanwhile: not the current bytes
+            Placement placement(*this);
+            if (version_of(e).load() != version) deferred_nvme_.push_back({e, {}, 0, 0, true});  // revalidated meanwhile: not the current bytes
         }
         done();
     }
@@ -775,7 +828,7 @@ private:
             read_extent(e, {fetch.bytes, size});
         } catch (...) {
             {
-                std::lock_guard lock(placement_mutex_);
+                Placement placement(*this);
                 tier.abort(e, fetch.bytes);
                 fetching_[e].store(0);
             }
@@ -788,11 +841,11 @@ private:
         const bool on_nvme = nvme_ && put_nvme(e, {fetch.bytes, size}, checksum);
         SampleRef ref;
         {
-            std::lock_guard lock(placement_mutex_);
+            Placement placement(*this);
             if (version_of(e).load() == fetch.version) {
                 ref = tier.publish(e, fetch.bytes, checksum);
             } else {  // revalidated while we read it: these bytes may be the old ones, keep none of them
-                if (on_nvme) nvme_->erase(e);
+                if (on_nvme) deferred_nvme_.push_back({e, {}, 0, 0, true});
                 tier.abort(e, fetch.bytes);
             }
             fetching_[e].store(0);
@@ -856,6 +909,7 @@ private:
     // Lock order: placement_mutex_, then a policy's own lock or the nvme tier's index lock.
     // Readers take neither.
     std::mutex placement_mutex_;  // protects every tier's placement: reserve, publish, evict, demote, promote
+    std::vector<DeferredNvme> deferred_nvme_;  // protected by placement_mutex_: for Placement to run once it is let go
 
     // Its threads fetch through locate(): they end before the tiers go.
     static constexpr std::uint32_t kReadaheadThreads = 4;
