@@ -15,10 +15,15 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "inodes.hpp"
 
 namespace tiercache::fuse {
+
+// The control folder's name; an origin entry of that name at the root is not shown (the mount
+// asks the catalog to hide it: Config::hide_at_root).
+inline constexpr std::string_view kControlDirName = ".tiercache";
 
 // Which control file a snapshot is of.
 enum class ControlFile { stats, plan, metrics };

@@ -270,7 +270,7 @@ int main(int argc, char** argv) {
     const std::string mountpoint = fs::canonical(opt.mountpoint).string();  // fuse_daemonize() moves to /
     if (origin == mountpoint || mountpoint.starts_with(origin + "/"))
         die("mountpoint '" + mountpoint + "' lies inside the origin '" + origin + "'");
-    config.origin(origin);
+    config.origin(origin).hide_at_root(std::string(tiercache::fuse::kControlDirName));
     if (helper.fake) {  // mount -f: everything checked that can be without building the cache
         try {
             config.validate();

@@ -96,6 +96,7 @@
 #include <fuse_lowlevel.h>
 #include <nlohmann/json.hpp>
 #include <tiercache/catalog.hpp>
+#include <tiercache/job.hpp>
 #include <tiercache/log.hpp>
 
 namespace tiercache::fuse {
@@ -320,7 +321,7 @@ private:
 
 // ---- jobs: the writer's process ------------------------------------------------------------
 
-using JobId = std::uint64_t;  // the cache's (NextUse::JobId): a process's tgid here, below 2^32
+using tiercache::JobId;  // job.hpp: a process's tgid here, below 2^32
 
 // A process, as the plan file keys jobs: its thread group id, and when it started (clock
 // ticks after boot, from /proc/PID/stat; 0 if unknown), so that a reused pid is another job.

@@ -1,5 +1,6 @@
 #include <catch2/catch.hpp>
 #include <tiercache/catalog.hpp>
+#include <tiercache/config.hpp>
 
 #include "support.hpp"
 
@@ -13,9 +14,9 @@ struct Placed {
     ScanResult scan;
 };
 
-Placed place(const test::fs::path& origin) {
+Placed place(const test::fs::path& origin, const std::vector<std::string>& hidden = {}) {
     Placed p;
-    p.scan = scan_origin(origin);
+    p.scan = scan_origin(origin, hidden);
     p.segment = std::make_unique<Segment>("/dev/shm", p.scan.segment_bytes() + (1 << 20));
     p.catalog = Catalog::place(*p.segment, p.scan);
     return p;
@@ -91,9 +92,10 @@ TEST_CASE("symlinks: inside the origin followed to files, outside refused", "[ca
     test::fs::create_symlink("../../" + outside.path().filename().string() + "/secret", dir / "data/link-out-relative");
     test::fs::create_symlink("missing", dir / "data/dangling");
     test::fs::create_directory_symlink(dir / "data", dir / "loop");
-    test::fs::create_directory(dir / ".tiercache");  // reserved for the mount's control folder
+    test::fs::create_directory(dir / ".tiercache");  // the mount reserves it for its control folder
+    CHECK(place(dir.path()).catalog.find_child(kRootDir, ".tiercache"));  // the library itself knows no such name
 
-    Placed p = place(dir.path());
+    Placed p = place(dir.path(), {".tiercache"});
     CHECK(p.catalog.find("data/real.bin"));
     const auto in = p.catalog.find("data/link-in.bin");
     REQUIRE(in);
@@ -118,4 +120,11 @@ TEST_CASE("an empty origin makes an empty catalog", "[catalog]") {
     CHECK(p.catalog.size() == 0);
     CHECK(p.catalog.dir_count() == 1);
     CHECK_FALSE(p.catalog.find("anything"));
+}
+
+TEST_CASE("a name hidden at the root must be a plain name", "[catalog][config]") {
+    test::TempDir dir;
+    for (const char* bad : {"", ".", "..", "a/b"})
+        CHECK_THROWS_WITH(Config{}.origin(dir.path()).hide_at_root(bad).validate(), Catch::Contains("hide_at_root '" + std::string(bad) + "'"));
+    CHECK_NOTHROW(Config{}.origin(dir.path()).hide_at_root(".tiercache").validate());
 }

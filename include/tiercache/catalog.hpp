@@ -41,8 +41,6 @@ using SampleId = std::uint32_t;
 using DirId = std::uint32_t;
 inline constexpr DirId kRootDir = 0;
 
-// The name of the mount's control folder; an origin entry of that name at the root is hidden.
-inline constexpr std::string_view kControlDirName = ".tiercache";
 
 // On-segment layout (offsets only, no pointers): see kSegmentVersion before changing it.
 struct SampleRecord {
@@ -134,9 +132,10 @@ inline std::string join_path(const std::string& dir, const std::string& name) {
 
 // Walks `origin` breadth-first. Regular files become samples; symlinks are followed only to
 // regular files inside the origin (one pointing outside is refused and logged); symlinks to
-// directories, devices, sockets and fifos are skipped. Throws std::runtime_error naming the
+// directories, devices, sockets and fifos are skipped; an entry at the root named in `hidden`
+// (the mount's control folder, say) is skipped and logged. Throws std::runtime_error naming the
 // origin when it is missing, not a directory, or unreadable.
-inline ScanResult scan_origin(const std::filesystem::path& origin) {
+inline ScanResult scan_origin(const std::filesystem::path& origin, const std::vector<std::string>& hidden = {}) {
     detail::UniqueFd origin_fd{::open(origin.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)};
     if (!origin_fd)
         throw std::runtime_error("origin '" + origin.string() + "': " + std::strerror(errno));
@@ -181,8 +180,8 @@ inline ScanResult scan_origin(const std::filesystem::path& origin) {
             const std::string name = entry->d_name;
             if (name == "." || name == "..") continue;
             const std::string path = detail::join_path(dir_path, name);
-            if (d == 0 && name == kControlDirName) {
-                skip(LogLevel::warn, path, "the name is reserved for the mount's control folder");
+            if (d == 0 && std::find(hidden.begin(), hidden.end(), name) != hidden.end()) {
+                skip(LogLevel::warn, path, "the name is reserved (the mount's control folder)");
                 continue;
             }
             struct stat st {};

@@ -134,6 +134,9 @@ public:
     // Extents read ahead of a sequential stream through a large file (readahead.hpp);
     // 0: none. Default 8 (8 MiB at the default extent size).
     Config& readahead(std::uint32_t extents) { readahead_ = extents; return *this; }
+    // An origin entry at the root of this name is not catalogued: the mount reserves its control
+    // folder's name so. A plain name: no '/', not "." or "..", not empty.
+    Config& hide_at_root(std::string name) { hidden_.push_back(std::move(name)); return *this; }
     // Where the segment's file is made: a tmpfs such as /dev/shm, or a DAX filesystem.
     Config& segment_dir(std::filesystem::path dir) { segment_dir_ = std::move(dir); return *this; }
     // Shares the cache under `name`: this process becomes its owner, and other processes on
@@ -156,6 +159,7 @@ public:
     const std::string& policy() const noexcept { return policy_; }
     const std::string& extent() const noexcept { return extent_; }
     std::uint32_t readahead() const noexcept { return readahead_; }
+    const std::vector<std::string>& hidden_at_root() const noexcept { return hidden_; }
     // Throws std::invalid_argument naming the value, as validate() does.
     std::uint64_t extent_bytes() const {
         try {
@@ -195,6 +199,9 @@ public:
         }
         check_policy_name(policy_);
         (void)extent_bytes();
+        for (const std::string& name : hidden_)
+            if (name.empty() || name == "." || name == ".." || name.find('/') != std::string::npos || name.find('\0') != std::string::npos)
+                throw std::invalid_argument("hide_at_root '" + name + "': not a plain name");
         if (readahead_ > kMaxReadahead)
             throw std::invalid_argument("readahead " + std::to_string(readahead_) + ": at most " + std::to_string(kMaxReadahead) + " extents");
         if (!std::filesystem::is_directory(segment_dir_, ec))
@@ -212,6 +219,7 @@ private:
     std::string policy_ = "plan";
     std::string extent_ = "1MiB";  // kDefaultExtentBytes
     std::uint32_t readahead_ = 8;
+    std::vector<std::string> hidden_;  // root entries not catalogued
     std::filesystem::path segment_dir_ = "/dev/shm";
     std::string share_, share_group_;
     bool serve_later_ = false;

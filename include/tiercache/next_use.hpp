@@ -45,13 +45,14 @@
 #include <vector>
 
 #include "catalog.hpp"
+#include "job.hpp"
 
 namespace tiercache {
 
 class NextUse {
 public:
-    using JobId = std::uint64_t;
-    static constexpr JobId kLocalJob = 0;   // the job of the single-plan API (set without a job)
+    using JobId = tiercache::JobId;
+    static constexpr JobId kLocalJob = tiercache::kLocalJob;  // the job of the single-plan API (set without a job)
     static constexpr std::size_t kMaxJobs = 64;
     static constexpr std::uint64_t kFar = std::uint64_t{1} << 40;         // past any timeline position (2^40 reads)
     static constexpr std::uint64_t kNotPlanned = std::uint64_t{1} << 62;  // past any read sequence

@@ -26,16 +26,12 @@
 #include "detail/channel.hpp"
 #include "detail/unique_fd.hpp"
 #include "error.hpp"
+#include "job.hpp"
 #include "log.hpp"
 #include "segment.hpp"
 #include "share.hpp"
 
 namespace tiercache {
-
-// A job's id for its plan: clients get ids from kFirstClientJob up; the mount uses the pid of
-// the process that writes its plan file, which is below.
-using JobId = std::uint64_t;
-inline constexpr JobId kFirstClientJob = JobId{1} << 32;
 
 // What the owner does for a client; the Cache implements it.
 class OwnerService {

@@ -9,6 +9,8 @@
 #include "epoch_loader.hpp"
 #include "epoch_plan.hpp"
 #include "error.hpp"
+#include "extent.hpp"
+#include "job.hpp"
 #include "log.hpp"
 #include "origin.hpp"
 #include "pinned_memory.hpp"
