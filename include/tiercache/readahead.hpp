@@ -23,6 +23,7 @@
 #include <mutex>
 #include <span>
 #include <thread>
+#include <unistd.h>
 #include <vector>
 
 #include "catalog.hpp"
@@ -34,11 +35,11 @@ class Readahead {
 public:
     using Fetch = std::function<void(ExtentId)>;  // may throw: logged, the stream goes on
 
-    // `window`: extents read ahead of a stream (0: none); `threads` fetch them.
+    // `window`: extents read ahead of a stream (0: none); `threads` fetch them. The threads
+    // start with the first extent queued, not here: a daemon opens its cache, then forks
+    // (fuse_daemonize), and threads do not survive a fork.
     Readahead(const Catalog& catalog, std::uint32_t window, std::uint32_t threads, Fetch fetch)
-        : catalog_(catalog), window_(window), fetch_(std::move(fetch)) {
-        for (std::uint32_t t = 0; t < threads; ++t) threads_.emplace_back([this] { run(); });
-    }
+        : catalog_(catalog), window_(window), thread_count_(threads), fetch_(std::move(fetch)) {}
     Readahead(const Readahead&) = delete;
     Readahead& operator=(const Readahead&) = delete;
     ~Readahead() {
@@ -47,6 +48,12 @@ public:
             stop_ = true;
         }
         wake_.notify_all();
+        if (!threads_.empty() && started_by_ != ::getpid()) {
+            // Started by the process this one was forked from: these threads are not ours to
+            // join (they do not exist here). Their handles are left behind, never touched.
+            new std::vector<std::thread>(std::move(threads_));
+            return;
+        }
         for (auto& t : threads_) t.join();
     }
 
@@ -69,6 +76,7 @@ public:
             queue_.push_back(e);
             s.queued_until = e;
         }
+        start_locked();
         wake_.notify_all();
     }
 
@@ -79,6 +87,7 @@ public:
             std::lock_guard lock(mutex_);
             for (auto e = extents.rbegin(); e != extents.rend(); ++e) queue_.push_front(*e);
             while (queue_.size() > kMaxQueued) queue_.pop_back();
+            start_locked();
         }
         wake_.notify_all();
     }
@@ -96,6 +105,12 @@ private:
         std::uint64_t covered = 0;    // bytes its reads asked for since it began
         ExtentId queued_until = 0;    // the furthest extent queued for it
     };
+
+    void start_locked() {  // mutex_ held
+        if (!threads_.empty() || stop_) return;
+        started_by_ = ::getpid();
+        for (std::uint32_t t = 0; t < thread_count_; ++t) threads_.emplace_back([this] { run(); });
+    }
 
     void run() {
         std::unique_lock lock(mutex_);
@@ -117,6 +132,7 @@ private:
 
     const Catalog& catalog_;
     const std::uint32_t window_;
+    const std::uint32_t thread_count_;
     const Fetch fetch_;
     // Lock order: mutex_ alone (fetch_ is called without it).
     std::mutex mutex_;
@@ -124,7 +140,8 @@ private:
     std::array<Stream, kStreams> streams_{};  // protected by mutex_
     std::deque<ExtentId> queue_;             // protected by mutex_: extents to fetch, oldest first
     bool stop_ = false;                      // protected by mutex_
-    std::vector<std::thread> threads_;       // last: joined before the rest goes
+    pid_t started_by_ = 0;                   // protected by mutex_: the process that started threads_
+    std::vector<std::thread> threads_;       // protected by mutex_ (made once); last: joined before the rest goes
 };
 
 }  // namespace tiercache
