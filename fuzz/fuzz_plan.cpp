@@ -1,4 +1,4 @@
-// libFuzzer target: the plan file's parser (fuse/plan_file.hpp), as the mount drives it.
+// libFuzzer target: the plan file's parser (fuse/plan_parser.hpp), as the mount drives it.
 // The input's first byte picks where its text is cut into WRITEs; the rest is the text.
 // Each run parses it whole, then cut (PlanParser::feed, several chunks, then finish()), then
 // through PlanFile::write at growing offsets and commit(), over a catalog of a few files.
