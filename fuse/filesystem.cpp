@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <stdexcept>
 #include <sys/statvfs.h>
 #include <unistd.h>
 #include <vector>
@@ -33,255 +32,15 @@ Filesystem::Filesystem(Cache& cache, MountOptions options)
       uid_(::getuid()),
       gid_(::getgid()),
       started_(std::chrono::steady_clock::now()),
-      plan_(cache.catalog().size(), [this](std::string_view p) { return resolve(p); },
-            [this](JobId job, ParsedPlan plan) { return apply_plan(job, std::move(plan)); },
-            [this](JobId job) { remove_plan(job); }) {
-    options_.prefetch.validate();
-    if (options_.revalidate_s < 0) throw std::invalid_argument("revalidate period must be 0 or more seconds");
-    cache_.on_change([this](SampleId id) { changed(id); });
-}
-
-Filesystem::~Filesystem() {
-    stop();
-    cache_.on_change({});
-    plan_.stop();  // no plan is applied or removed from now on
-    std::map<JobId, std::unique_ptr<Prefetcher>> gone;
-    {
-        std::unique_lock lock(prefetch_mutex_);
-        gone.swap(prefetchers_);
-        prefetcher_count_ = 0;
-    }
-    gone.clear();  // their threads end before the cache goes
-}
+      jobs_(cache, options_.prefetch),
+      plan_(cache.catalog().size(), [this](std::string_view p) { return plan_target(cache_.catalog(), p); },
+            [this](JobId job, ParsedPlan plan) { return jobs_.apply_plan(job, std::move(plan)); },
+            [this](JobId job) { jobs_.remove_plan(job); }),
+      revalidator_(cache, options_.revalidate_s) {}
 
 void Filesystem::start() {
     plan_.start();
-    revalidator_ = std::thread([this] { revalidate_loop(); });
-}
-
-void Filesystem::stop() {
-    {
-        std::lock_guard lock(revalidate_mutex_);
-        revalidate_stop_ = true;
-    }
-    revalidate_wake_.notify_all();
-    if (revalidator_.joinable()) revalidator_.join();
-}
-
-// ---- revalidation ---------------------------------------------------------------------------
-
-void Filesystem::changed(SampleId id) {
-    changes_.fetch_add(1, std::memory_order_relaxed);
-    {
-        std::lock_guard lock(revalidate_mutex_);
-        if (changed_.size() < 65536) changed_.push_back(id);  // beyond: the pass finds them again
-    }
-    revalidate_wake_.notify_all();
-}
-
-void Filesystem::revalidate_loop() {
-    using namespace std::chrono_literals;
-    constexpr auto kTick = 10ms;
-    const std::size_t n = cache_.catalog().size();
-    const double per_tick = options_.revalidate_s > 0 && n > 0
-                                ? std::min(n / options_.revalidate_s, kMaxRevalidationsPerSecond) * std::chrono::duration<double>(kTick).count()
-                                : 0.0;
-    double credit = 0;
-    SampleId next = 0;
-    auto due = std::chrono::steady_clock::now() + kTick;
-    // The nvme index is what makes a restart warm; a daemon killed with kill -9 never saves it
-    // at close, so it is saved every few seconds while it changes.
-    auto save_due = std::chrono::steady_clock::now() + 5s;
-    std::uint64_t saved_changes = 0;
-    auto save_index = [&] {
-        std::uint64_t changes = 0;
-        for (const auto& t : cache_.stats().tiers)
-            if (t.name == "nvme") changes = t.insertions + t.evictions + t.checksum_failures + 1;
-        if (changes == saved_changes) return;
-        try {
-            cache_.flush();
-            saved_changes = changes;
-        } catch (const std::exception& e) {
-            log(LogLevel::warn, "saving the nvme index: ", e.what());
-        }
-    };
-    std::unique_lock lock(revalidate_mutex_);
-    while (!revalidate_stop_) {
-        revalidate_wake_.wait_until(lock, due, [&] { return revalidate_stop_ || !changed_.empty(); });
-        if (revalidate_stop_) break;
-        // Changes first: the kernel drops its pages and attributes of the sample (never from a
-        // request of that inode: invalidating waits for the pages that request holds).
-        while (!changed_.empty()) {
-            const SampleId id = changed_.front();
-            changed_.pop_front();
-            lock.unlock();
-            if (session_ != nullptr) {
-                const int err = fuse_lowlevel_notify_inval_inode(session_, sample_ino(id), 0, 0);
-                if (err != 0 && err != -ENOENT)  // ENOENT: the kernel holds nothing of it
-                    log(LogLevel::warn, "revalidation: could not invalidate the kernel's copy of '", cache_.catalog().path(id),
-                        "': ", std::strerror(-err));
-            }
-            lock.lock();
-        }
-        if (std::chrono::steady_clock::now() < due) continue;
-        due += kTick;
-        if (std::chrono::steady_clock::now() >= save_due) {
-            lock.unlock();
-            save_index();
-            lock.lock();
-            save_due = std::chrono::steady_clock::now() + 5s;
-        }
-        if (per_tick <= 0) {
-            due = std::chrono::steady_clock::now() + 1s;  // only misses' changes to pass on
-            continue;
-        }
-        credit = std::min(credit + per_tick, per_tick + 1);
-        lock.unlock();
-        for (; credit >= 1; credit -= 1) {
-            try {
-                cache_.revalidate(next);  // a change comes back through changed()
-            } catch (const std::exception& e) {
-                log(LogLevel::warn, "revalidation of '", cache_.catalog().path(next), "' failed: ", e.what());
-            }
-            revalidated_.fetch_add(1, std::memory_order_relaxed);
-            if (++next == n) {
-                next = 0;
-                passes_.fetch_add(1, std::memory_order_relaxed);
-            }
-        }
-        lock.lock();
-        if (std::chrono::steady_clock::now() > due + 1s) due = std::chrono::steady_clock::now() + kTick;  // fell behind: no burst
-    }
-}
-
-// ---- the plan -------------------------------------------------------------------------------
-
-PlanTarget Filesystem::resolve(std::string_view relpath) const {
-    if (auto id = cache_.catalog().find(relpath)) return {id, false};
-    // Not a file: say whether it is a directory (Catalog::find walks the same way).
-    const Catalog& catalog = cache_.catalog();
-    DirId dir = kRootDir;
-    while (!relpath.empty()) {
-        const auto slash = relpath.find('/');
-        const auto child = catalog.find_child(dir, relpath.substr(0, slash));
-        if (!child || !child->is_dir) return {};
-        dir = child->index;
-        relpath.remove_prefix(slash == std::string_view::npos ? relpath.size() : slash + 1);
-    }
-    return {std::nullopt, true};
-}
-
-std::size_t Filesystem::apply_plan(JobId job, ParsedPlan parsed) {
-    const std::size_t samples = cache_.catalog().size();
-    if (parsed.kind == ParsedPlan::Kind::empty) {
-        remove_plan(job);
-        return 0;
-    }
-    const EpochPlan plan = parsed.kind == ParsedPlan::Kind::seed
-                               ? EpochPlan(samples, parsed.seed, parsed.epoch, parsed.rank, parsed.world, parsed.drop_last)
-                               : EpochPlan::from_order(std::move(parsed.ids), samples);
-    const std::optional<EpochPlan> next = plan.next_epoch();
-    try {
-        cache_.set_plan(job, plan.order(), next ? next->order() : std::span<const SampleId>{});
-    } catch (const std::length_error& e) {
-        if (cache_.stats().plan_jobs < NextUse::kMaxJobs) throw;
-        log(LogLevel::debug, "plan of job ", job, ": ", e.what());
-        throw std::runtime_error("too many jobs: " + std::to_string(NextUse::kMaxJobs) +
-                                 " hold plans in this cache already (processes writing the plan file, or attached "
-                                 "clients); a process's plan goes when it exits or writes an empty plan");
-    }
-    {
-        std::unique_lock lock(jobs_mutex_);
-        auto& counters = job_counters_[job];  // a new plan of the same job counts on
-        if (!counters) counters = std::make_unique<JobCounters>();
-        job_counter_count_.store(job_counters_.size(), std::memory_order_relaxed);
-    }
-    if (options_.prefetch.threads() == 0) return plan.size();
-    Prefetcher* prefetcher;
-    {
-        std::unique_lock lock(prefetch_mutex_);
-        auto& slot = prefetchers_[job];
-        if (!slot) slot = std::make_unique<Prefetcher>(cache_, options_.prefetch);
-        prefetcher = slot.get();
-        prefetcher_count_ = prefetchers_.size();
-    }
-    prefetcher->start(std::vector<SampleId>(plan.order().begin(), plan.order().end()));  // the map changes only under plan_'s lock
-    return plan.size();
-}
-
-void Filesystem::remove_plan(JobId job) {
-    std::unique_ptr<Prefetcher> gone;
-    {
-        std::unique_lock lock(prefetch_mutex_);
-        if (const auto it = prefetchers_.find(job); it != prefetchers_.end()) {
-            gone = std::move(it->second);
-            prefetchers_.erase(it);
-        }
-        prefetcher_count_ = prefetchers_.size();
-    }
-    gone.reset();  // its threads end (a fetch in flight finishes) without holding up reads
-    cache_.remove_plan(job);
-    std::unique_lock lock(jobs_mutex_);
-    job_counters_.erase(job);  // its series end with its plan
-    job_counter_count_.store(job_counters_.size(), std::memory_order_relaxed);
-}
-
-std::size_t Filesystem::position_of(JobId job) const {
-    std::shared_lock lock(prefetch_mutex_);
-    const auto it = prefetchers_.find(job);
-    return it == prefetchers_.end() ? 0 : it->second->position();
-}
-
-// A prefetcher's window follows the furthest read of any sample in its order, so only the
-// reader's own job may move it: a read by another job (a sweep's runs read the same samples in
-// other orders) would drag it past what its own reader still needs. The reader's job is its
-// process's, or its parent's (DataLoader workers); a read no job can be told for (a reader in
-// another PID namespace, or one whose plan some other process writes) moves every window.
-void Filesystem::consumed(SampleId id, ReaderIds ids) {
-    std::shared_lock lock(prefetch_mutex_);
-    for (const JobId job : {ids.process, ids.parent}) {
-        if (job == 0) continue;
-        if (const auto it = prefetchers_.find(job); it != prefetchers_.end()) {
-            it->second->consumed(id);
-            return;
-        }
-    }
-    for (const auto& [job, prefetcher] : prefetchers_) prefetcher->consumed(id);
-}
-
-void Filesystem::count_read(ReaderIds reader, std::size_t bytes, bool waited, std::chrono::steady_clock::duration took) {
-    std::shared_lock lock(jobs_mutex_);
-    JobCounters* c = &other_reads_;
-    for (const JobId job : {reader.process, reader.parent}) {
-        if (job == 0) continue;
-        if (const auto it = job_counters_.find(job); it != job_counters_.end()) {
-            c = it->second.get();
-            break;
-        }
-    }
-    c->reads.fetch_add(1, std::memory_order_relaxed);
-    c->bytes.fetch_add(bytes, std::memory_order_relaxed);
-    if (!waited) return;
-    c->stalls.fetch_add(1, std::memory_order_relaxed);
-    c->stall_ns.fetch_add(static_cast<std::uint64_t>(std::chrono::nanoseconds(took).count()), std::memory_order_relaxed);
-}
-
-ReaderIds Filesystem::reader_ids(pid_t tid) {
-    const auto now = std::chrono::steady_clock::now();
-    {
-        std::lock_guard lock(readers_mutex_);
-        if (const auto it = readers_.find(tid); it != readers_.end() && now - it->second.seen < std::chrono::seconds(1))
-            return it->second.ids;
-    }
-    const ReaderIds ids = reader_of(tid);  // a /proc read, without the lock
-    std::lock_guard lock(readers_mutex_);
-    if (readers_.size() >= 4096) readers_.clear();  // threads come and go: bounded
-    readers_[tid] = {ids, now};
-    return ids;
-}
-
-nlohmann::ordered_json Filesystem::plan_json(JobId job) const {
-    return plan_.json(job, position_of(job), cache_.stats().plan_jobs);
+    revalidator_.start();
 }
 
 // ---- attributes -----------------------------------------------------------------------------
@@ -346,6 +105,12 @@ fuse_entry_param Filesystem::entry(fuse_ino_t ino, const struct stat& attr, doub
     return e;
 }
 
+// ---- the control files ----------------------------------------------------------------------
+
+nlohmann::ordered_json Filesystem::plan_json(JobId job) const {
+    return plan_.json(job, jobs_.position_of(job), cache_.stats().plan_jobs);
+}
+
 nlohmann::ordered_json Filesystem::stats_json(JobId job) const {
     nlohmann::ordered_json j = to_json(cache_.stats());
     nlohmann::ordered_json requests = nlohmann::ordered_json::object();
@@ -354,20 +119,17 @@ nlohmann::ordered_json Filesystem::stats_json(JobId job) const {
                  {"kernel_cache", options_.kernel_cache},
                  {"no_open", no_open_.load()},
                  {"control_snapshots", control_.size()}};
-    j["revalidation"] = {{"period_s", options_.revalidate_s},
-                         {"files_checked", revalidated_.load(std::memory_order_relaxed)},
-                         {"passes", passes_.load(std::memory_order_relaxed)},
-                         {"changes", changes_.load(std::memory_order_relaxed)}};
+    j["revalidation"] = revalidator_.json();
     j["origin"]["path"] = cache_.config().origin().string();
     // The cache's "plan" (active, samples and jobs: every job's), and the reader's own plan
     // as the plan file shows it (state, kind, ..., position, last_error).
     nlohmann::ordered_json& plan = j["plan"];
-    const nlohmann::ordered_json mine = plan_.json(job, position_of(job), plan.value("jobs", std::size_t{0}));
+    const nlohmann::ordered_json mine = plan_.json(job, jobs_.position_of(job), plan.value("jobs", std::size_t{0}));
     for (const auto& [key, value] : mine.items())
         if (!plan.contains(key)) plan[key] = value;
     // Per job, the READs that reached the daemon (the same counters as the metrics').
     nlohmann::ordered_json jobs = nlohmann::ordered_json::object();
-    for (const JobReads& r : job_reads())
+    for (const JobReads& r : jobs_.reads())
         jobs[r.job] = {{"reads", r.reads}, {"bytes", r.bytes}, {"hits", r.reads - r.stalls}, {"stalls", r.stalls},
                        {"stall_seconds", r.stall_seconds}};
     j["jobs"] = jobs;
@@ -376,27 +138,10 @@ nlohmann::ordered_json Filesystem::stats_json(JobId job) const {
     return j;
 }
 
-std::vector<JobReads> Filesystem::job_reads() const {
-    std::vector<JobReads> out;
-    auto add = [&](std::string job, const JobCounters& c) {
-        // stalls first: a READ counted between the loads never shows more stalls than reads
-        const std::uint64_t stalls = c.stalls.load(std::memory_order_relaxed);
-        out.push_back({std::move(job), std::max(c.reads.load(std::memory_order_relaxed), stalls),
-                       c.bytes.load(std::memory_order_relaxed), stalls,
-                       static_cast<double>(c.stall_ns.load(std::memory_order_relaxed)) / 1e9});
-    };
-    {
-        std::shared_lock lock(jobs_mutex_);
-        for (const auto& [job, counters] : job_counters_) add(std::to_string(job), *counters);
-    }
-    add("none", other_reads_);
-    return out;
-}
-
 std::string Filesystem::metrics_text() const {
     MetricsInput in;
     in.stats = cache_.stats();
-    in.jobs = job_reads();
+    in.jobs = jobs_.reads();
     for (std::size_t i = 0; i < kOpNames.size(); ++i) in.requests.emplace_back(kOpNames[i], requests_[i].load(std::memory_order_relaxed));
     in.uptime_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
     in.version = TIERCACHE_VERSION;
@@ -597,16 +342,11 @@ int Filesystem::do_read(fuse_ino_t ino, std::size_t size, off_t offset, Chunk& o
     }
     if (!is_sample_ino(ino)) return is_dir_ino(ino) || ino == kControlDirIno ? EISDIR : ESTALE;
     const SampleId id = sample_of(ino);
-    // Whose READ this is matters only while some job has a plan (its prefetcher, its counters);
-    // else every READ counts as "none", without the readers' lock.
-    const bool prefetching = prefetcher_count_.load(std::memory_order_relaxed) > 0;
-    const bool by_job = prefetching || job_counter_count_.load(std::memory_order_relaxed) > 0;
-    const ReaderIds reader = by_job ? reader_ids(requester) : ReaderIds{};
-    if (prefetching && cache_.catalog().contains(id)) consumed(id, reader);
+    const ReaderIds reader = jobs_.read_by(requester, id);  // its job's window moves on
     try {
         const auto start = std::chrono::steady_clock::now();
         out = cache_.read_chunk(id, static_cast<std::uint64_t>(offset), std::span(scratch(size)).first(size));
-        count_read(reader, out.bytes.size(), out.waited, std::chrono::steady_clock::now() - start);
+        jobs_.count_read(reader, out.bytes.size(), out.waited, std::chrono::steady_clock::now() - start);
         return 0;
     } catch (const OriginError& e) {
         log(LogLevel::warn, "read of '", cache_.catalog().path(id), "' failed: ", e.what());

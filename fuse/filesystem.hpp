@@ -14,27 +14,23 @@
 #include <array>
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
-#include <deque>
-#include <thread>
+#include <memory>
 #include <string>
 #include <sys/stat.h>
 
 #include <fuse_lowlevel.h>
 #include <nlohmann/json.hpp>
-#include <map>
-#include <memory>
-#include <mutex>
-#include <shared_mutex>
-#include <unordered_map>
 #include <tiercache/cache.hpp>
+#include <tiercache/job.hpp>
 #include <tiercache/prefetcher.hpp>
 
 #include "control_folder.hpp"
 #include "inodes.hpp"
+#include "jobs.hpp"
 #include "metrics.hpp"
 #include "plan_file.hpp"
+#include "revalidator.hpp"
 
 namespace tiercache::fuse {
 
@@ -61,23 +57,22 @@ struct MountOptions {
     std::string mountpoint;
 };
 
-inline constexpr double kMaxRevalidationsPerSecond = 10'000;
-
 class Filesystem {
 public:
+    // Throws std::invalid_argument naming a bad option.
     Filesystem(Cache& cache, MountOptions options);
-    ~Filesystem();
     Filesystem(const Filesystem&) = delete;
     Filesystem& operator=(const Filesystem&) = delete;
 
-    // Starts the plan file's timer (idle commits, jobs that ended): after fuse_daemonize,
-    // whose fork keeps no threads, and before the session loop. Prefetchers start with plans.
+    // Starts the plan file's timer (idle commits, jobs that ended) and the revalidation thread:
+    // after fuse_daemonize, whose fork keeps no threads, and before the session loop.
+    // Prefetchers start with plans.
     void start();
     // The session whose kernel caches a change invalidates (fuse_lowlevel_notify_inval_inode):
     // set before start(). stop() ends the revalidation thread; call it before the session
     // goes (also done by the destructor).
-    void set_session(fuse_session* se) { session_ = se; }
-    void stop();
+    void set_session(fuse_session* se) { revalidator_.set_session(se); }
+    void stop() { revalidator_.stop(); }
 
     static const fuse_lowlevel_ops& operations();
 
@@ -85,7 +80,6 @@ public:
     nlohmann::ordered_json stats_json(JobId job) const;
     nlohmann::ordered_json plan_json(JobId job) const;
     std::string metrics_text() const;  // .tiercache/metrics (and the node_exporter textfile)
-    std::vector<JobReads> job_reads() const;  // per job: the READs that reached the daemon
 
 private:
     // The operations: an errno back, results through the out-parameters.
@@ -134,18 +128,6 @@ private:
     fuse_entry_param entry(fuse_ino_t ino, const struct stat& attr, double timeout) const;
     fuse_ino_t new_snapshot(ControlFile file, struct stat& attr, pid_t requester);
     bool is_plan(fuse_ino_t ino) const { return is_snapshot_ino(ino) && control_.file(ino) == ControlFile::plan; }
-    PlanTarget resolve(std::string_view relpath) const;
-    // The plan file's callbacks, called under its lock: a job's plan applied or removed.
-    std::size_t apply_plan(JobId job, ParsedPlan plan);
-    void remove_plan(JobId job);
-    std::size_t position_of(JobId job) const;  // in its plan, as its prefetcher saw the reads
-    void consumed(SampleId id, ReaderIds reader);  // a READ of `id`: the reader's job's window moves on
-    // A READ's count for its job's metrics: the reader's process's, or its parent's, if either
-    // holds a plan; else "none".
-    void count_read(ReaderIds reader, std::size_t bytes, bool waited, std::chrono::steady_clock::duration took);
-    ReaderIds reader_ids(pid_t tid);           // reader_of(tid), remembered for a second
-    void revalidate_loop();                    // the revalidation thread
-    void changed(SampleId id);                 // Cache::on_change: any thread, no lock of the cache held
 
     Cache& cache_;
     const MountOptions options_;
@@ -156,46 +138,12 @@ private:
     std::atomic<bool> no_opendir_{false};
     ControlFolder control_;
     std::array<std::atomic<std::uint64_t>, static_cast<std::size_t>(Op::count)> requests_{};
-    // A prefetcher per job with a plan, made when its first plan is applied, gone with its plan.
-    // Lock order: plan_'s lock, then prefetch_mutex_ (exclusive), then a prefetcher's own; a
-    // READ takes prefetch_mutex_ shared alone. The map changes only under plan_'s lock too,
-    // so the plan file's callbacks use a prefetcher after letting go of prefetch_mutex_, and
-    // a prefetcher is destroyed (its threads joined) without it.
-    mutable std::shared_mutex prefetch_mutex_;
-    std::map<JobId, std::unique_ptr<Prefetcher>> prefetchers_;  // protected by prefetch_mutex_
-    std::atomic<std::size_t> prefetcher_count_{0};               // prefetchers_.size(), read without the lock
-    // Which process (and parent) each reading thread belongs to: a /proc read per thread and
-    // second, not per READ.
-    struct Reader {
-        ReaderIds ids;
-        std::chrono::steady_clock::time_point seen;
-    };
-    std::mutex readers_mutex_;
-    std::unordered_map<pid_t, Reader> readers_;  // protected by readers_mutex_
-    // Per-job READ counters for the metrics: an entry per job with a plan (made when its plan
-    // is applied, gone with it), and one for every other reader. Lock order: jobs_mutex_ alone
-    // (apply_plan takes it under plan_'s lock; a READ takes it shared, holding nothing else).
-    struct JobCounters {
-        std::atomic<std::uint64_t> reads{0}, bytes{0}, stalls{0}, stall_ns{0};
-    };
-    mutable std::shared_mutex jobs_mutex_;
-    std::map<JobId, std::unique_ptr<JobCounters>> job_counters_;  // protected by jobs_mutex_
-    std::atomic<std::size_t> job_counter_count_{0};  // job_counters_.size(), read without the lock
-    JobCounters other_reads_;                                     // readers with no plan
-    PlanFile plan_;  // after prefetchers_: destroyed (its timer joined) first
-    // Revalidation: a thread stats the catalog round-robin (Cache::revalidate) and tells the
-    // kernel to drop the pages and attributes of each sample found changed. Lock order:
-    // revalidate_mutex_ alone (changed() is called with no cache lock held, and the thread
-    // lets go of it before calling the cache or the kernel).
-    fuse_session* session_ = nullptr;             // set before start()
-    std::mutex revalidate_mutex_;
-    std::condition_variable revalidate_wake_;
-    std::deque<SampleId> changed_;                // protected by revalidate_mutex_: to invalidate in the kernel
-    bool revalidate_stop_ = false;                // protected by revalidate_mutex_
-    std::atomic<std::uint64_t> revalidated_{0};   // files statted by the pass
-    std::atomic<std::uint64_t> changes_{0};       // samples found changed or gone (by the pass or a miss)
-    std::atomic<std::uint64_t> passes_{0};        // full passes over the catalog done
-    std::thread revalidator_;                     // last: joined (by stop()) before the rest goes
+    // The last three go in reverse order: the revalidator (its thread joined, the cache's
+    // on_change let go), the plan file (its timer joined: no plan is applied or removed from
+    // then on), then the jobs (their prefetchers' threads end before the cache goes).
+    Jobs jobs_;                // before plan_: its callbacks apply and remove the jobs' plans
+    PlanFile plan_;
+    Revalidator revalidator_;  // last: the thread joined before the rest goes
 };
 
 }  // namespace tiercache::fuse
