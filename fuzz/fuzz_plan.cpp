@@ -116,14 +116,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     int applies = 0;
     tiercache::fuse::PlanFile file(
         kSamples, resolve,
-        [&](tiercache::fuse::JobId, ParsedPlan p) {
+        [&](tiercache::JobId, ParsedPlan p) {
             ++applies;
             const std::size_t n = p.kind == ParsedPlan::Kind::paths ? p.ids.size() : kSamples;
             applied = std::move(p);
             return n;
         },
-        [](tiercache::fuse::JobId) {});
-    const tiercache::fuse::Process me{static_cast<tiercache::fuse::JobId>(::getpid()), 0};
+        [](tiercache::JobId) {});
+    const tiercache::fuse::Process me{static_cast<tiercache::JobId>(::getpid()), 0};
     const pid_t tid = ::getpid();
     constexpr fuse_ino_t ino = 42;
     file.truncate(ino, tid, me);
