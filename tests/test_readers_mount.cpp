@@ -116,6 +116,10 @@ TEST_CASE("a sparse file larger than memory reads at random offsets, with the da
     const std::uint64_t peak = peak_rss(mnt.pid());
     INFO("daemon peak RSS " << (peak >> 20) << " MiB (" << (before >> 20) << " MiB at mount) for a 64 GiB file, dram 64 MiB");
     // The dram tier, the catalog and slots (64 Ki extents), threads' one-extent buffers: far
-    // below the file, bounded by the tiers.
-    CHECK(peak < (64u << 20) + (160u << 20));
+    // below the file, bounded by the tiers. A sanitizer's shadow memory multiplies it (TSan:
+    // 455 MiB seen), so there the figure is only said.
+    if (test::kSanitizerBuild)
+        WARN("under a sanitizer, daemon peak RSS " << (peak >> 20) << " MiB: not checked");
+    else
+        CHECK(peak < (64u << 20) + (160u << 20));
 }
