@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <fstream>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -15,9 +16,23 @@
 #include <thread>
 #include <vector>
 
+#include <nlohmann/json.hpp>
 #include <tiercache/origin.hpp>
 
 namespace tiercache::bench {
+
+// A workload's rows in the bench orchestrator's format (bench/summarize.py), written to `path`.
+inline void write_result_json(const std::string& path, const std::string& workload, const std::string& title,
+                              const std::string& setup, nlohmann::ordered_json rows) {
+    nlohmann::ordered_json out;
+    out["workload"] = workload;
+    out["title"] = title;
+    out["setup"] = setup;
+    out["rows"] = std::move(rows);
+    std::ofstream f(path);
+    f << out.dump(2) << "\n";
+    if (!f) throw std::runtime_error("cannot write '" + path + "'");
+}
 
 // Figures are medians of several runs (these machines are noisy).
 inline double median(std::vector<double> v) {

@@ -427,16 +427,7 @@ int run(int argc, char** argv) try {
                 "\"memcpy from the dram tier's bytes\" copies from the tier's memory without the API: Cache::read\n"
                 "against it is what the API costs, it against the baseline is where the bytes lie.\n");
 
-    if (!json_path.empty()) {
-        nlohmann::ordered_json out;
-        out["workload"] = "hits";
-        out["title"] = "API hits vs memcpy";
-        out["setup"] = setup;
-        out["rows"] = std::move(rows);
-        std::ofstream f(json_path);
-        f << out.dump(2) << "\n";
-        if (!f) throw std::runtime_error("cannot write '" + json_path + "'");
-    }
+    if (!json_path.empty()) write_result_json(json_path, "hits", "API hits vs memcpy", setup, std::move(rows));
     return 0;
 } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());

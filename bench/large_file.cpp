@@ -210,16 +210,10 @@ int run(int argc, char** argv) try {
                     r["unit"].get<std::string>().c_str(), base.c_str(), ratio.c_str(), r["target"].get<std::string>().c_str(),
                     r["met"].is_null() ? "" : r["met"].get<bool>() ? "yes" : "NO");
     }
-    if (!json_path.empty()) {
-        nlohmann::ordered_json out;
-        out["workload"] = "large_file";
-        out["title"] = "A large file by byte range, API";
-        out["setup"] = format_size(size) + " file, extents of " + extent + ", " + std::to_string(runs) + " runs, medians";
-        out["rows"] = std::move(rows);
-        std::ofstream f(json_path);
-        f << out.dump(2) << "\n";
-        if (!f) throw std::runtime_error("cannot write '" + json_path + "'");
-    }
+    if (!json_path.empty())
+        write_result_json(json_path, "large_file", "A large file by byte range, API",
+                          format_size(size) + " file, extents of " + extent + ", " + std::to_string(runs) + " runs, medians",
+                          std::move(rows));
     return 0;
 } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
