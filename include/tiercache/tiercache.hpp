@@ -16,6 +16,7 @@
 #include "pinned_memory.hpp"
 #include "policy.hpp"
 #include "prefetcher.hpp"
+#include "record.hpp"
 #include "sample_ref.hpp"
 #include "segment.hpp"
 #include "size.hpp"
