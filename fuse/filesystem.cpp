@@ -35,7 +35,7 @@ Filesystem::Filesystem(Cache& cache, MountOptions options)
       jobs_(cache, options_.prefetch),
       plan_(cache.catalog().size(), [this](std::string_view p) { return plan_target(cache_.catalog(), p); },
             [this](JobId job, ParsedPlan plan) { return jobs_.apply_plan(job, std::move(plan)); },
-            [this](JobId job) { jobs_.remove_plan(job); }),
+            [this](JobId job) { jobs_.remove_plan(job); }, cache.catalog().total_bytes()),
       revalidator_(cache, options_.revalidate_s) {}
 
 void Filesystem::start() {
@@ -342,7 +342,7 @@ int Filesystem::do_read(fuse_ino_t ino, std::size_t size, off_t offset, Chunk& o
     }
     if (!is_sample_ino(ino)) return is_dir_ino(ino) || ino == kControlDirIno ? EISDIR : ESTALE;
     const SampleId id = sample_of(ino);
-    const ReaderIds reader = jobs_.read_by(requester, id);  // its job's window moves on
+    const ReaderIds reader = jobs_.read_by(requester, id, static_cast<std::uint64_t>(offset), size);  // its job's window moves on
     try {
         const auto start = std::chrono::steady_clock::now();
         out = cache_.read_chunk(id, static_cast<std::uint64_t>(offset), std::span(scratch(size)).first(size));

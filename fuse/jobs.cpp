@@ -32,12 +32,17 @@ std::size_t Jobs::apply_plan(JobId job, ParsedPlan parsed) {
         remove_plan(job);
         return 0;
     }
-    const EpochPlan plan = parsed.kind == ParsedPlan::Kind::seed
-                               ? EpochPlan(samples, parsed.seed, parsed.epoch, parsed.rank, parsed.world, parsed.drop_last)
-                               : EpochPlan::from_order(std::move(parsed.ids), samples);
-    const std::optional<EpochPlan> next = plan.next_epoch();
+    // This epoch's records, and the next one's when seeded (a plan of paths has no future).
+    std::vector<Record> current, next;
+    if (parsed.kind == ParsedPlan::Kind::seed) {
+        const EpochPlan plan(samples, parsed.seed, parsed.epoch, parsed.rank, parsed.world, parsed.drop_last);
+        current = cache_.whole_files(plan.order());
+        next = cache_.whole_files(plan.next_epoch()->order());
+    } else {
+        current = std::move(parsed.records);
+    }
     try {
-        cache_.set_plan(job, plan.order(), next ? next->order() : std::span<const SampleId>{});
+        cache_.set_plan(job, current, next);
     } catch (const std::length_error& e) {
         if (cache_.stats().plan_jobs < NextUse::kMaxJobs) throw;
         log(LogLevel::debug, "plan of job ", job, ": ", e.what());
@@ -51,7 +56,8 @@ std::size_t Jobs::apply_plan(JobId job, ParsedPlan parsed) {
         if (!counters) counters = std::make_unique<JobCounters>();
         job_counter_count_.store(job_counters_.size(), std::memory_order_relaxed);
     }
-    if (prefetch_.threads() == 0) return plan.size();
+    const std::size_t size = current.size();
+    if (prefetch_.threads() == 0) return size;
     Prefetcher* prefetcher;
     {
         std::unique_lock lock(prefetch_mutex_);
@@ -60,8 +66,8 @@ std::size_t Jobs::apply_plan(JobId job, ParsedPlan parsed) {
         prefetcher = slot.get();
         prefetcher_count_ = prefetchers_.size();
     }
-    prefetcher->start(std::vector<SampleId>(plan.order().begin(), plan.order().end()));  // the map changes only under the plan file's lock
-    return plan.size();
+    prefetcher->start(std::move(current));  // the map changes only under the plan file's lock
+    return size;
 }
 
 void Jobs::remove_plan(JobId job) {
@@ -87,13 +93,13 @@ std::size_t Jobs::position_of(JobId job) const {
     return it == prefetchers_.end() ? 0 : it->second->position();
 }
 
-ReaderIds Jobs::read_by(pid_t requester, SampleId id) {
+ReaderIds Jobs::read_by(pid_t requester, SampleId id, std::uint64_t offset, std::uint64_t length) {
     // Whose READ this is matters only while some job has a plan (its prefetcher, its counters);
     // else every READ counts as "none", without the readers' lock.
     const bool prefetching = prefetcher_count_.load(std::memory_order_relaxed) > 0;
     const bool by_job = prefetching || job_counter_count_.load(std::memory_order_relaxed) > 0;
     const ReaderIds reader = by_job ? reader_ids(requester) : ReaderIds{};
-    if (prefetching && cache_.catalog().contains(id)) consumed(id, reader);
+    if (prefetching && cache_.catalog().contains(id)) consumed(id, offset, length, reader);
     return reader;
 }
 
@@ -102,16 +108,16 @@ ReaderIds Jobs::read_by(pid_t requester, SampleId id) {
 // other orders) would drag it past what its own reader still needs. The reader's job is its
 // process's, or its parent's (DataLoader workers); a read no job can be told for (a reader in
 // another PID namespace, or one whose plan some other process writes) moves every window.
-void Jobs::consumed(SampleId id, ReaderIds ids) {
+void Jobs::consumed(SampleId id, std::uint64_t offset, std::uint64_t length, ReaderIds ids) {
     std::shared_lock lock(prefetch_mutex_);
     for (const JobId job : {ids.process, ids.parent}) {
         if (job == 0) continue;
         if (const auto it = prefetchers_.find(job); it != prefetchers_.end()) {
-            it->second->consumed(id);
+            it->second->consumed(id, offset, length);
             return;
         }
     }
-    for (const auto& [job, prefetcher] : prefetchers_) prefetcher->consumed(id);
+    for (const auto& [job, prefetcher] : prefetchers_) prefetcher->consumed(id, offset, length);
 }
 
 void Jobs::count_read(ReaderIds reader, std::size_t bytes, bool waited, std::chrono::steady_clock::duration took) {

@@ -38,17 +38,17 @@ public:
     void remove_plan(JobId job);
 
     std::size_t position_of(JobId job) const;  // in its plan, as its prefetcher saw the reads
-    // A READ of `id` by thread `requester`: who it is (only while some job has a plan, since
+    // A READ of bytes [offset, offset + length) of `id` by thread `requester`: who it is (only while some job has a plan, since
     // only a prefetcher or a job's counters need it; else zeros, without the readers' lock),
     // and the reader's job's window moves on.
-    ReaderIds read_by(pid_t requester, SampleId id);
+    ReaderIds read_by(pid_t requester, SampleId id, std::uint64_t offset, std::uint64_t length);
     // A READ's count for its job's metrics: the reader's process's, or its parent's, if either
     // holds a plan; else "none".
     void count_read(ReaderIds reader, std::size_t bytes, bool waited, std::chrono::steady_clock::duration took);
     std::vector<JobReads> reads() const;  // per job: the READs that reached the daemon
 
 private:
-    void consumed(SampleId id, ReaderIds reader);  // a READ of `id`: the reader's job's window moves on
+    void consumed(SampleId id, std::uint64_t offset, std::uint64_t length, ReaderIds reader);  // the reader's job's window moves on
     ReaderIds reader_ids(pid_t tid);               // reader_of(tid), remembered for a second
 
     Cache& cache_;

@@ -43,17 +43,18 @@
 // continuation fails (EINVAL). At commit the last line without '\n' is parsed too, and the
 // keys are checked as a whole; a failure there drops the plan and shows in last_error. A plan
 // whose process has exited meanwhile is dropped. Applying: the keys give EpochPlan(samples,
-// seed, epoch, rank, world, drop_last), the paths EpochPlan::from_order; the cache keeps it as
-// the job's plan (Cache::set_plan(job, this epoch, the next one's when seeded)) and the job's
+// seed, epoch, rank, world, drop_last), the lines of paths and records the order itself; the
+// cache keeps it as the job's plan (Cache::set_plan(job, this epoch, the next one's when
+// seeded)) and the job's
 // own prefetcher starts at its first position. An empty plan (`: > plan`, or only blank lines)
 // removes the job's plan, no other's.
 //
 // Reading the plan file gives JSON (a new snapshot on every open) about the reader's own job:
-//   {"state": "none" | "pending" | "active", "kind": "seed" | "paths" | null, "samples": N,
+//   {"state": "none" | "pending" | "active", "kind": "seed" | "paths" | "records" | null, "samples": N,
 //    "seed": N | null, "epoch": N | null, "rank": N | null, "world": N | null,
 //    "drop_last": bool | null, "position": N, "last_error": "line 7: ..." | null, "jobs": N}
 // "state" is "pending" while a plan of the job is still arriving; the rest describes its
-// active plan; "position" is the job's position in it (its prefetcher's: plan positions below
+// active plan ("records": some line named a record); "position" is the job's position in it (its prefetcher's: plan positions below
 // it have been read by the job's process or its children, e.g. DataLoader workers; a read no
 // job can be told for moves every job's), "last_error" the job's latest plan's rejection
 // (null once one of its plans is applied), "jobs" how many jobs hold a plan in the cache.
@@ -104,6 +105,7 @@ public:
         std::uint64_t seed = 0, epoch = 0;
         std::uint32_t rank = 0, world = 1;
         bool drop_last = false;
+        bool records = false;     // some line was a record
     };
     // Applies a checked plan as `job`'s (an empty one removes the job's plan); returns its
     // positions. Throws std::exception to refuse it (more ranks than samples with drop_last,
@@ -112,8 +114,10 @@ public:
     // Removes `job`'s plan: its process has exited.
     using Remove = std::function<void(JobId)>;
 
-    PlanFile(std::size_t samples, PlanResolver resolve, Apply apply, Remove remove)
-        : samples_(samples), resolve_(std::move(resolve)), apply_(std::move(apply)), remove_(std::move(remove)) {}
+    // `dataset_bytes` bounds the lines of a plan of records (PlanParser).
+    PlanFile(std::size_t samples, PlanResolver resolve, Apply apply, Remove remove, std::uint64_t dataset_bytes = 0)
+        : samples_(samples), dataset_bytes_(dataset_bytes), resolve_(std::move(resolve)), apply_(std::move(apply)),
+          remove_(std::move(remove)) {}
     PlanFile(const PlanFile&) = delete;
     PlanFile& operator=(const PlanFile&) = delete;
     ~PlanFile() { stop(); }
@@ -221,7 +225,7 @@ public:
         using J = nlohmann::ordered_json;
         j["state"] = pending ? "pending" : active.kind == ParsedPlan::Kind::empty ? "none" : "active";
         const bool seeded = active.kind == ParsedPlan::Kind::seed;
-        j["kind"] = seeded ? J("seed") : active.kind == ParsedPlan::Kind::paths ? J("paths") : J();
+        j["kind"] = seeded ? J("seed") : active.kind == ParsedPlan::Kind::paths ? J(active.records ? "records" : "paths") : J();
         j["samples"] = active.samples;
         j["seed"] = seeded ? J(active.seed) : J();
         j["epoch"] = seeded ? J(active.epoch) : J();
@@ -261,7 +265,7 @@ private:
                 log(LogLevel::warn, "plan: a new plan of process ", who.job, " replaces one not yet applied (", it->second.end, " bytes)");
             streams_.erase(it);
         }
-        Stream& s = streams_.emplace(key, Stream{PlanParser(samples_, resolve_), who, tid, ++seq_, 0, Stream::open, std::nullopt}).first->second;
+        Stream& s = streams_.emplace(key, Stream{PlanParser(samples_, resolve_, dataset_bytes_), who, tid, ++seq_, 0, Stream::open, std::nullopt}).first->second;
         arm(s);
         bound(s);
         return s;
@@ -345,7 +349,7 @@ private:
             return 0;
         }
         ParsedPlan plan = s.parser.take();
-        Active next{plan.kind, 0, plan.seed, plan.epoch, plan.rank, plan.world, plan.drop_last};
+        Active next{plan.kind, 0, plan.seed, plan.epoch, plan.rank, plan.world, plan.drop_last, plan.any_record};
         try {
             next.samples = apply_(s.who.job, std::move(plan));
         } catch (const std::exception& e) {
@@ -367,7 +371,7 @@ private:
             log(LogLevel::info, "plan of process ", s.who.job, ": seed ", next.seed, " epoch ", next.epoch, " rank ", next.rank, " of ",
                 next.world, ", ", next.samples, " samples");
         else
-            log(LogLevel::info, "plan of process ", s.who.job, ": ", next.samples, " paths");
+            log(LogLevel::info, "plan of process ", s.who.job, ": ", next.samples, next.records ? " records" : " paths");
         return 0;
     }
 
@@ -429,6 +433,7 @@ private:
     }
 
     const std::size_t samples_;
+    const std::uint64_t dataset_bytes_;
     const PlanResolver resolve_;
     // Called with mutex_ held: they must not call back into PlanFile.
     // Lock order: mutex_, then whatever they take (the mount's prefetchers', the cache's).

@@ -12,6 +12,10 @@
 //     absolute path, no empty, "." or ".." component, not a directory, no byte below 0x20 but
 //     tab and no 0x7F (so no NUL; file names with other control bytes cannot be planned), at
 //     most PATH_MAX (4096) bytes. A path may repeat (DistributedSampler pads that way).
+//     A line may instead name a record, bytes of a file: `PATH OFFSET LENGTH`, the path then
+//     one or more spaces or tabs and two decimal numbers so separated (a tar shard's member:
+//     `tiercache index` lists them). A line naming a file whole is that file, even if it
+//     looks like a record. The range must lie inside the file (offset + length <= its size).
 // The first non-blank line decides the kind: it is keys when it looks like `name=value` words
 // and does not name a file of the dataset. Blank lines (only spaces and tabs) are ignored but
 // counted. A '\n' ends a line; the last line may lack it.
@@ -26,10 +30,12 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <tuple>
 #include <utility>
 #include <vector>
 
 #include <tiercache/catalog.hpp>
+#include <tiercache/record.hpp>
 
 namespace tiercache::fuse {
 
@@ -37,12 +43,13 @@ namespace tiercache::fuse {
 struct PlanTarget {
     std::optional<SampleId> file;  // a file of the catalog
     bool directory = false;        // a directory of it
+    std::uint64_t size = 0;        // the file's bytes
 };
 using PlanResolver = std::function<PlanTarget(std::string_view relpath)>;
 
 // What `relpath` names in `catalog`: the mount's PlanResolver.
 inline PlanTarget plan_target(const Catalog& catalog, std::string_view relpath) {
-    if (auto id = catalog.find(relpath)) return {id, false};
+    if (auto id = catalog.find(relpath)) return {id, false, catalog.size_of(*id)};
     // Not a file: say whether it is a directory (Catalog::find walks the same way).
     DirId dir = kRootDir;
     while (!relpath.empty()) {
@@ -52,7 +59,7 @@ inline PlanTarget plan_target(const Catalog& catalog, std::string_view relpath) 
         dir = child->index;
         relpath.remove_prefix(slash == std::string_view::npos ? relpath.size() : slash + 1);
     }
-    return {std::nullopt, true};
+    return {std::nullopt, true, 0};
 }
 
 // A plan read whole and checked.
@@ -62,7 +69,8 @@ struct ParsedPlan {
     std::uint64_t seed = 0, epoch = 0;
     std::uint32_t rank = 0, world = 1;
     bool drop_last = false;
-    std::vector<SampleId> ids;  // paths: the order
+    std::vector<Record> records;  // paths: the order, a whole file as {id, 0, its size}
+    bool any_record = false;      // some line was `PATH OFFSET LENGTH`
 };
 
 // Bytes shown in a log line or an error: at most `max` of them, non-printables as \xNN.
@@ -88,8 +96,11 @@ class PlanParser {
 public:
     static constexpr std::size_t kMaxLine = PATH_MAX;  // bytes in a line, '\n' left out
 
-    PlanParser(std::size_t samples, PlanResolver resolve)
-        : samples_(samples), max_lines_(4 * samples + 16), resolve_(std::move(resolve)) {}
+    // Lines allowed: 4 per file (repeats, blanks) and, for plans of records, 4 per 4 KiB of
+    // the dataset's `dataset_bytes` (its records' average size is far above that): what a
+    // runaway writer can make the daemon hold stays below a tenth of the dataset's size.
+    PlanParser(std::size_t samples, PlanResolver resolve, std::uint64_t dataset_bytes = 0)
+        : samples_(samples), max_lines_(4 * samples + 16 + 4 * (dataset_bytes / 4096)), resolve_(std::move(resolve)) {}
 
     // Takes the next bytes of the text. 0, or an errno (EINVAL, EFBIG) with error() saying why.
     int feed(std::string_view bytes) {
@@ -162,7 +173,7 @@ private:
         ++line_no_;
         if (line_no_ > max_lines_)
             return fail(EFBIG, line_no_, "more lines than " + std::to_string(max_lines_) + " (4 x " + std::to_string(samples_) +
-                                             " files + 16)", {});
+                                             " files + 16, + 4 per 4 KiB of the dataset)", {});
         for (std::size_t i = 0; i < text.size(); ++i) {
             const auto c = static_cast<unsigned char>(text[i]);
             if ((c < 0x20 && c != '\t') || c == 0x7f)
@@ -179,22 +190,71 @@ private:
     }
 
     int path_line(std::string_view text) {
-        if (text.front() == '/') return fail(EINVAL, line_no_, "an absolute path (paths are relative to the dataset root)", text);
-        for (std::string_view rest = text;;) {
+        const PlanTarget whole = resolve_(text);
+        if (whole.file) {
+            plan_.records.push_back({*whole.file, 0, whole.size});
+            return 0;
+        }
+        if (const auto record = record_form(text)) return record_line(text, *record);
+        if (const int err = check_path(text)) return err;
+        if (whole.directory) return fail(EINVAL, line_no_, "a directory, not a file", text);
+        if (looks_like_keys(text)) return fail(EINVAL, line_no_, "a key=value line in a plan of paths (not both kinds in one plan)", text);
+        return fail(EINVAL, line_no_, "no such file in the dataset", text);
+    }
+
+    // The path's components: relative, none empty, "." or "..". 0 or the error.
+    int check_path(std::string_view path) {
+        if (path.front() == '/') return fail(EINVAL, line_no_, "an absolute path (paths are relative to the dataset root)", path);
+        for (std::string_view rest = path;;) {
             const auto slash = rest.find('/');
             const std::string_view part = rest.substr(0, slash);
-            if (part.empty()) return fail(EINVAL, line_no_, "an empty path component", text);
-            if (part == "." || part == "..") return fail(EINVAL, line_no_, "a '" + std::string(part) + "' component", text);
+            if (part.empty()) return fail(EINVAL, line_no_, "an empty path component", path);
+            if (part == "." || part == "..") return fail(EINVAL, line_no_, "a '" + std::string(part) + "' component", path);
             if (slash == std::string_view::npos) break;
             rest.remove_prefix(slash + 1);
         }
-        const PlanTarget target = resolve_(text);
-        if (!target.file) {
-            if (target.directory) return fail(EINVAL, line_no_, "a directory, not a file", text);
-            if (looks_like_keys(text)) return fail(EINVAL, line_no_, "a key=value line in a plan of paths (not both kinds in one plan)", text);
-            return fail(EINVAL, line_no_, "no such file in the dataset", text);
+        return 0;
+    }
+
+    // `PATH OFFSET LENGTH`, split: the last two words, if both are digits, and what precedes them.
+    struct RecordForm {
+        std::string_view path, offset, length;
+    };
+    static std::optional<RecordForm> record_form(std::string_view text) {
+        auto last_word = [](std::string_view& s) -> std::optional<std::string_view> {
+            const auto end = s.find_last_not_of(" \t");
+            if (end == std::string_view::npos) return std::nullopt;
+            const auto gap = s.find_last_of(" \t", end);
+            if (gap == std::string_view::npos) return std::nullopt;  // no word before it
+            const std::string_view word = s.substr(gap + 1, end - gap);
+            if (word.find_first_not_of("0123456789") != std::string_view::npos) return std::nullopt;
+            s = s.substr(0, s.find_last_not_of(" \t", gap) + 1);
+            return word;
+        };
+        std::string_view rest = text;
+        const auto length = last_word(rest);
+        const auto offset = length ? last_word(rest) : std::nullopt;
+        if (!offset || rest.empty()) return std::nullopt;
+        return RecordForm{rest, *offset, *length};
+    }
+
+    int record_line(std::string_view text, const RecordForm& form) {
+        if (const int err = check_path(form.path)) return err;
+        const PlanTarget target = resolve_(form.path);
+        if (!target.file)
+            return fail(EINVAL, line_no_, target.directory ? "a record of a directory, not a file" : "a record of no file of the dataset ('" +
+                                                                                                       escape_for_log(form.path) + "')",
+                        text);
+        std::uint64_t offset = 0, length = 0;
+        for (auto [word, value, what] : {std::tuple{form.offset, &offset, "offset"}, std::tuple{form.length, &length, "length"}}) {
+            const auto [ptr, ec] = std::from_chars(word.data(), word.data() + word.size(), *value);
+            if (ec != std::errc() || ptr != word.data() + word.size())
+                return fail(EINVAL, line_no_, std::string("the record's ") + what + " '" + escape_for_log(word) + "' does not fit in 64 bits", text);
         }
-        plan_.ids.push_back(*target.file);
+        if (length > UINT64_MAX - offset || offset + length > target.size)
+            return fail(EINVAL, line_no_, "a record past the end of its file (" + std::to_string(target.size) + " bytes)", text);
+        plan_.records.push_back({*target.file, offset, length});
+        plan_.any_record = true;
         return 0;
     }
 

@@ -4,7 +4,8 @@
 // through PlanFile::write at growing offsets and commit(), over a catalog of a few files.
 // Invariants: cutting never changes the outcome (the same errno, the same plan); an error is
 // EINVAL or EFBIG with a message naming a line or the end; a plan that parses is well formed
-// (seeded: world >= 1, rank < world; paths: ids of the catalog, no more lines than allowed);
+// (seeded: world >= 1, rank < world; paths: files of the catalog, records inside them, no more
+// lines than allowed);
 // PlanFile applies exactly what the parser gave, and a rejected plan is never applied.
 #include <cerrno>
 #include <cstdint>
@@ -27,10 +28,11 @@ using tiercache::fuse::PlanTarget;
 // The dataset: these files, and the directories above them.
 const std::vector<std::string> kFiles = {"a.jpg", "cls/x.jpg", "cls/y.jpg", "seed=1", "d/e/f", "with space.png", "tab\tname"};
 constexpr std::size_t kSamples = 7;
+constexpr std::uint64_t kFileBytes = 1000;  // each
 
 PlanTarget resolve(std::string_view path) {
     for (std::size_t i = 0; i < kFiles.size(); ++i)
-        if (kFiles[i] == path) return {static_cast<tiercache::SampleId>(i), false};
+        if (kFiles[i] == path) return {static_cast<tiercache::SampleId>(i), false, kFileBytes};
     for (std::string_view dir : {"cls", "d", "d/e"})
         if (dir == path) return {std::nullopt, true};
     return {};
@@ -48,7 +50,7 @@ struct Outcome {
 
 bool same(const ParsedPlan& a, const ParsedPlan& b) {
     return a.kind == b.kind && a.seed == b.seed && a.epoch == b.epoch && a.rank == b.rank && a.world == b.world &&
-           a.drop_last == b.drop_last && a.ids == b.ids;
+           a.drop_last == b.drop_last && a.records == b.records && a.any_record == b.any_record;
 }
 
 // Chunk lengths from `cut`: 0 means whole; otherwise a small pseudo-random walk.
@@ -101,10 +103,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (!whole.err) {
         const ParsedPlan& p = whole.plan;
         if (p.kind == ParsedPlan::Kind::seed && (p.world == 0 || p.rank >= p.world)) broken("a seeded plan with a bad rank or world");
-        if (p.kind != ParsedPlan::Kind::paths && !p.ids.empty()) broken("ids in a plan that is not of paths");
-        if (p.ids.size() > 4 * kSamples + 16) broken("more paths than lines allowed");
-        for (const auto id : p.ids)
-            if (id >= kSamples) broken("an id outside the catalog");
+        if (p.kind != ParsedPlan::Kind::paths && !p.records.empty()) broken("records in a plan that is not of paths");
+        if (p.records.size() > 4 * kSamples + 16) broken("more paths than lines allowed");
+        for (const auto& r : p.records) {
+            if (r.file >= kSamples) broken("a file outside the catalog");
+            if (r.offset > kFileBytes || r.length > kFileBytes - r.offset) broken("a record past the end of its file");
+        }
     }
     const auto parts = chunks(text, cut);
     const Outcome cut_up = parse(parts);
@@ -118,7 +122,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         kSamples, resolve,
         [&](tiercache::JobId, ParsedPlan p) {
             ++applies;
-            const std::size_t n = p.kind == ParsedPlan::Kind::paths ? p.ids.size() : kSamples;
+            const std::size_t n = p.kind == ParsedPlan::Kind::paths ? p.records.size() : kSamples;
             applied = std::move(p);
             return n;
         },

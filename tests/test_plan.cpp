@@ -344,7 +344,7 @@ TEST_CASE("new plans arriving while readers and a prefetcher work keep bytes and
         for (int epoch = 0; !done; ++epoch) {
             const EpochPlan plan(kSamples, 9, epoch);
             cache.set_plan(plan);
-            prefetcher.start({plan.order().begin(), plan.order().end()});
+            prefetcher.start(plan.order());
             std::this_thread::sleep_for(std::chrono::milliseconds(5));
         }
     });

@@ -2,7 +2,10 @@
 // Every test really mounts; its Mount unmounts on every way out (support.hpp).
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cstdio>
+#include <fcntl.h>
+#include <map>
 #include <functional>
 #include <poll.h>
 #include <random>
@@ -255,6 +258,60 @@ TEST_CASE("a plan of paths is applied and the mount prefetches it: the reader th
     CHECK(mnt.stop() == 0);
 }
 
+TEST_CASE("a plan of records (PATH OFFSET LENGTH) is applied and prefetched by extent; the reader then only hits", "[mount][plan][records]") {
+    test::TempDir dir;
+    const path origin = dir / "origin";
+    constexpr std::uint64_t kShard = 6 * 1024 * 1024 + 300, kRecord = 40 * 1000;  // 158 records across 1 MiB extents
+    test::write_file(origin / "shards/shard-000.tar", test::make_bytes(71, kShard));
+    test::write_file(origin / "shards/shard 001.tar", test::make_bytes(72, kShard));  // a space in its name
+    test::Mount mnt(origin, dir / "mnt", {"--dram", "64MiB", "--kernel-cache", "off"});
+
+    struct Rec {
+        std::string path;
+        std::uint64_t offset, length;
+    };
+    std::vector<Rec> records;
+    for (const char* shard : {"shards/shard-000.tar", "shards/shard 001.tar"})
+        for (std::uint64_t at = 0; at + kRecord <= kShard; at += kRecord) records.push_back({shard, at, kRecord});
+    std::shuffle(records.begin(), records.end(), std::mt19937_64(11));  // across both shards
+    std::string text;
+    for (const Rec& r : records) text += r.path + " " + std::to_string(r.offset) + "\t" + std::to_string(r.length) + "\n";
+    REQUIRE(write_plan(mnt, text, 13) == 0);
+    const auto plan = read_plan(mnt);
+    CHECK(plan["state"] == "active");
+    CHECK(plan["kind"] == "records");
+    CHECK(plan["samples"] == records.size());
+    CHECK(plan["last_error"].is_null());
+
+    // Prefetched: every extent the records touch, each once (not each shard whole: its tail
+    // past the last record stays out).
+    const auto settled = wait_prefetched(mnt, records.size());
+    CHECK(settled["prefetch"]["errors"] == 0);
+    constexpr std::uint64_t kMiB = 1 << 20, kTouched = (kShard / kRecord * kRecord + kMiB - 1) / kMiB * kMiB;  // 6 extents a shard
+    CHECK(settled["origin"]["bytes_read"] == 2 * kTouched);
+    CHECK(dram(settled, "hits") == 0);
+
+    std::map<std::string, int> fds;
+    std::size_t bad = 0;
+    for (const Rec& r : records) {
+        auto& fd = fds[r.path];
+        if (!fd) fd = ::open((mnt / r.path).c_str(), O_RDONLY | O_CLOEXEC);
+        REQUIRE(fd > 0);
+        test::Bytes got(r.length);
+        const ssize_t n = ::pread(fd, got.data(), got.size(), static_cast<off_t>(r.offset));
+        const test::Bytes all = test::slurp(origin / r.path);
+        bad += n != static_cast<ssize_t>(r.length) ||
+               !std::equal(got.begin(), got.end(), all.begin() + static_cast<std::ptrdiff_t>(r.offset));
+    }
+    for (const auto& [p, fd] : fds) ::close(fd);
+    CHECK(bad == 0);
+    const auto after = mnt.stats();
+    CHECK(dram(after, "misses") == 0);
+    CHECK(after["origin"]["bytes_read"] == settled["origin"]["bytes_read"]);
+    CHECK(read_plan(mnt)["position"] == records.size());
+    CHECK(mnt.stop() == 0);
+}
+
 TEST_CASE("a seed plan is the built-in sampler's order: applied, prefetched, hit in that order", "[mount][plan]") {
     test::TempDir dir;
     const path origin = dir / "origin";
@@ -371,7 +428,15 @@ TEST_CASE("hostile plans fail with the right errno, change nothing, and the moun
         {"a 1 MiB line", std::string(1 << 20, 'a') + "\n", EINVAL, "PATH_MAX"},
         {"a 1 MiB line without its end", std::string(1 << 20, 'b'), EINVAL, "PATH_MAX"},
         {"a million lines naming nothing", million_missing, EINVAL, "line 1:"},
-        {"a million copies of a valid path", million_valid, EFBIG, "more lines than 180"},
+        {"a million copies of a valid path", million_valid, EFBIG, "more lines than " + std::to_string(180 + 4 * (data.bytes / 4096))},
+        {"a record past the end of its file", "f001 0 999999999\n", EINVAL, "past the end of its file"},
+        {"a record whose offset + length overflows", "f001 18446744073709551615 2\n", EINVAL, "past the end of its file"},
+        {"a record offset past 2^64", "f001 18446744073709551616 1\n", EINVAL, "does not fit in 64 bits"},
+        {"a record of no file", "nope 0 10\n", EINVAL, "a record of no file"},
+        {"a record of a directory", "sub 0 1\n", EINVAL, "a record of a directory"},
+        {"a record outside the origin", "../outside 0 10\n", EINVAL, "'..' component"},
+        {"a record with an absolute path", "/etc/passwd 0 10\n", EINVAL, "absolute"},
+        {"a negative record length", "f001 0 -5\n", EINVAL, "no such file"},
         {"keys, then a path", "seed=1 epoch=2\nf001\n", EINVAL, "not both kinds"},
         {"a path, then keys", "f001\nseed=1 epoch=2\n", EINVAL, "not both kinds"},
         {"a seed that is no number", "seed=abc epoch=1\n", EINVAL, "decimal number"},

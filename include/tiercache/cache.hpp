@@ -56,6 +56,7 @@
 #include "owner.hpp"
 #include "pmem_region.hpp"
 #include "readahead.hpp"
+#include "record.hpp"
 #include "sample_ref.hpp"
 #include "segment.hpp"
 #include "share.hpp"
@@ -181,6 +182,15 @@ public:
         return chunk.bytes.size();
     }
 
+    // Copies record `r` (its first dest.size() bytes, if fewer) into dest; returns how many.
+    // Throws UnknownSample for a file outside the catalog, std::invalid_argument for a range
+    // outside its file (record.hpp), OriginError as read() does.
+    std::size_t read(const Record& r, std::span<std::byte> dest) {
+        check(r.file);
+        check_record(catalog_, r);
+        return read(r.file, r.offset, dest.first(static_cast<std::size_t>(std::min<std::uint64_t>(dest.size(), r.length))));
+    }
+
     // Like read(), without a copy when the bytes lie in one extent held in a memory tier.
     // `scratch` (at least the length wanted) receives them otherwise.
     Chunk read_chunk(SampleId id, std::uint64_t offset, std::span<std::byte> scratch) {
@@ -221,7 +231,7 @@ public:
         check(id);
         if (client_ || catalog_.extents_of(id) != 1) return {};
         const ExtentId e = catalog_.first_extent(id);
-        next_use_->consume(e);
+        next_use_->consume(e, 0, catalog_.extent_length(e) + 1);  // a read of it all: any one use
         Found found = locate(e, {.read_bytes = catalog_.extent_length(e)});
         return std::move(found.ref);  // held on nvme only, or by no tier: nothing pinned
     }
@@ -285,13 +295,29 @@ public:
     // ---- plans and prefetch ----------------------------------------------------------------
 
     // Tells the plan-aware policy this epoch's order and, for a seeded plan, the next one's.
-    // Replaces any plan before; reads from here on count as this epoch's.
+    // Replaces any plan before; reads from here on count as this epoch's. Ids outside the
+    // catalog are left out.
     void set_plan(const EpochPlan& plan) {
         const std::optional<EpochPlan> next = plan.next_epoch();
         set_plan(plan.order(), next ? next->order() : std::span<const SampleId>{});
     }
     void set_plan(std::span<const SampleId> current, std::span<const SampleId> next = {}) {
-        if (client_) return client_->set_plan(current, next);  // the owner keeps it as this job's
+        set_plan(std::span<const Record>(whole_files(current)), whole_files(next));
+    }
+    // A plan of records (a shard's members, an LMDB's values...): `plan`'s order, and the next
+    // epoch's for a seeded plan, as positions into `records`. Throws std::invalid_argument
+    // when the plan is not over records.size() positions.
+    void set_plan(const EpochPlan& plan, std::span<const Record> records) {
+        const std::optional<EpochPlan> next = plan.next_epoch();
+        set_plan(std::span<const Record>(records_in_order(plan, records)), next ? records_in_order(*next, records) : std::vector<Record>{});
+    }
+    // This epoch's records in read order, and the next one's when known. Throws
+    // std::invalid_argument naming the first record outside the catalog (record.hpp).
+    void set_plan(std::span<const Record> current, std::span<const Record> next = {}) {
+        if (client_) {  // the owner keeps it as this job's
+            check_records(current, next);
+            return client_->set_plan(current, next);
+        }
         set_plan(NextUse::kLocalJob, current, next);
     }
     // Back to no plan from this process: the plan policy acts as no-evict if no other job has one.
@@ -304,22 +330,42 @@ public:
     // use is its soonest across jobs). The mount keys jobs by the pid writing its plan file;
     // attached clients get theirs from the channel.
     void set_plan(JobId job, std::span<const SampleId> current, std::span<const SampleId> next) {
+        set_plan(job, std::span<const Record>(whole_files(current)), whole_files(next));
+    }
+    void set_plan(JobId job, std::span<const Record> current, std::span<const Record> next) {
         if (client_) throw std::logic_error("set_plan(job, ...) is the owner's: an attached client registers its own with set_plan(plan)");
-        next_use_->set(job, extents_in_order(current), extents_in_order(next), current.size());
-        log(LogLevel::debug, "plan of job ", job, ": ", current.size(), " samples this epoch", next.empty() ? "" : ", next epoch's known");
+        check_records(current, next);
+        next_use_->set(job, uses_in_order(current), uses_in_order(next), current.size());
+        log(LogLevel::debug, "plan of job ", job, ": ", current.size(), " records this epoch", next.empty() ? "" : ", next epoch's known");
     }
     void remove_plan(JobId job) {
         if (client_) throw std::logic_error("remove_plan(job) is the owner's: an attached client uses clear_plan()");
         next_use_->remove(job);
     }
 
-    // The order's samples as their extents, each sample's in file order.
-    std::vector<ExtentId> extents_in_order(std::span<const SampleId> order) const {
-        std::vector<ExtentId> out;
-        out.reserve(order.size());
-        for (const SampleId id : order) {
-            if (!catalog_.contains(id)) continue;  // as NextUse ignores ids outside the catalog
-            for (ExtentId e = catalog_.first_extent(id), end = e + catalog_.extents_of(id); e < end; ++e) out.push_back(e);
+    void check_records(std::span<const Record> current, std::span<const Record> next) const {
+        for (const auto& list : {current, next})
+            for (const Record& r : list) check_record(catalog_, r);
+    }
+
+    // Each file of `ids` whole, ids outside the catalog left out.
+    std::vector<Record> whole_files(std::span<const SampleId> ids) const {
+        std::vector<Record> out;
+        out.reserve(ids.size());
+        for (const SampleId id : ids)
+            if (catalog_.contains(id)) out.push_back(whole_file(catalog_, id));
+        return out;
+    }
+
+    // The extents each record touches, in order, each used from the record's first byte in it
+    // (0 in the extents it continues into): what the plan policy ranks.
+    std::vector<NextUse::PlannedUse> uses_in_order(std::span<const Record> records) const {
+        std::vector<NextUse::PlannedUse> out;
+        out.reserve(records.size());
+        for (const Record& r : records) {
+            if (r.length == 0) continue;  // reads nothing
+            for (ExtentId e = catalog_.extent_at(r.file, r.offset), last = catalog_.extent_at(r.file, r.offset + r.length - 1); e <= last; ++e)
+                out.push_back({e, static_cast<std::uint32_t>(std::max(r.offset, catalog_.extent_start(e)) - catalog_.extent_start(e))});
         }
         return out;
     }
@@ -332,9 +378,17 @@ public:
     // do. Of several extents: fetched if any was, else raced, rejected, resident in that order.
     Prefetched prefetch(SampleId id) {
         check(id);
-        if (client_) return static_cast<Prefetched>(client_->prefetch(id));
+        return prefetch(whole_file(catalog_, id));
+    }
+    // The same for the extents record `r` touches. Throws as read(record) does.
+    Prefetched prefetch(const Record& r) {
+        check(r.file);
+        check_record(catalog_, r);
+        if (client_) return static_cast<Prefetched>(client_->prefetch(r));
         bool fetched = false, raced = false, rejected = false;
-        for (ExtentId e = catalog_.first_extent(id), end = e + catalog_.extents_of(id); e < end; ++e) {
+        const ExtentId first = catalog_.extent_at(r.file, r.offset);
+        const ExtentId last = r.length == 0 ? first : catalog_.extent_at(r.file, r.offset + r.length - 1);
+        for (ExtentId e = first; e <= last; ++e) {
             const Found found = locate(e, {.prefetch = true});
             fetched = fetched || found.moved;
             raced = raced || found.kind == Found::raced;
@@ -387,8 +441,8 @@ private:
         explicit Service(Cache& c) : cache(c) {}
         std::size_t samples() const override { return cache.catalog_.size(); }
         std::size_t read(SampleId id, std::uint64_t offset, std::span<std::byte> dest) override { return cache.read(id, offset, dest); }
-        std::uint32_t prefetch(SampleId id) override { return static_cast<std::uint32_t>(cache.prefetch(id)); }
-        void set_plan(JobId job, std::span<const SampleId> current, std::span<const SampleId> next) override {
+        std::uint32_t prefetch(const Record& r) override { return static_cast<std::uint32_t>(cache.prefetch(r)); }
+        void set_plan(JobId job, std::span<const Record> current, std::span<const Record> next) override {
             cache.set_plan(job, current, next);
         }
         void remove_plan(JobId job) override { cache.remove_plan(job); }
@@ -399,7 +453,7 @@ private:
                 dram.counters().hits.fetch_add(1, std::memory_order_relaxed);
                 dram.counters().bytes_read.fetch_add(h.bytes, std::memory_order_relaxed);
                 dram.policy().on_hit(h.id);
-                if (h.offset == 0) cache.next_use_->consume(h.id);
+                cache.next_use_->consume(h.id, h.offset, std::uint64_t{h.offset} + h.bytes);
             }
         }
         std::string stats_json() override { return to_json(cache.stats()).dump(); }
@@ -479,10 +533,10 @@ private:
     // Bytes [within, within + scratch.size()) of extent `e` (all inside it): pinned in a memory
     // tier, in the thread's buffer (from nvme), or read into scratch from the origin.
     Chunk read_part(ExtentId e, std::uint64_t within, std::span<std::byte> scratch) {
-        // Before placement: its next use is no longer this one. Once per read of the extent
-        // (by the read that starts it), not per chunk: reads are not tied to a job, and a
+        // Before placement: its next use is no longer this one. Once per read of a record (by
+        // the read of its first byte), not per chunk: reads are not tied to a job, and a
         // second chunk would use up another job's use of it.
-        if (within == 0) next_use_->consume(e);
+        next_use_->consume(e, within, within + scratch.size());
         Found found = locate(e, {.read_bytes = scratch.size()});
         if (found.kind == Found::memory) {
             const auto bytes = found.ref.bytes().subspan(within, scratch.size());

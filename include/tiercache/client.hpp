@@ -28,6 +28,7 @@
 #include <nlohmann/json.hpp>
 
 #include "catalog.hpp"
+#include "record.hpp"
 #include "detail/channel.hpp"
 #include "detail/unique_fd.hpp"
 #include "error.hpp"
@@ -119,24 +120,29 @@ public:
         return done;
     }
 
-    // The owner's Cache::prefetch, as its enum value; 0 (resident) without asking, when the
-    // shared dram tier holds it already (a warm epoch's prefetches cost no round trip).
-    std::uint32_t prefetch(SampleId id) {
+    // The owner's Cache::prefetch of record `r`, as its enum value; 0 (resident) without
+    // asking, when the shared dram tier holds it already (a warm epoch's prefetches cost no
+    // round trip).
+    std::uint32_t prefetch(const Record& r) {
         check_owner();
         bool resident = true;
-        for (ExtentId e = catalog_.first_extent(id), end = e + catalog_.extents_of(id); e < end && resident; ++e)
+        const ExtentId first = catalog_.extent_at(r.file, r.offset);
+        const ExtentId last = r.length == 0 ? first : catalog_.extent_at(r.file, r.offset + r.length - 1);
+        for (ExtentId e = first; e <= last && resident; ++e)
             resident = catalog_.extent_length(e) == 0 || slots_[e].state.load() == kResident;
         if (resident) return 0;
-        return static_cast<std::uint32_t>(request({static_cast<std::uint32_t>(detail::Op::prefetch), 0, id, 0, 0, 0}).a);
+        return static_cast<std::uint32_t>(request({static_cast<std::uint32_t>(detail::Op::prefetch), 0, r.file, r.offset, r.length, 0}).a);
     }
 
     // Registers this job's plan with the owner (replacing its last one).
-    void set_plan(std::span<const SampleId> current, std::span<const SampleId> next) {
+    void set_plan(std::span<const Record> current, std::span<const Record> next) {
         check_owner();
         flush_hits();  // reads before the plan belong to the plan before
-        std::vector<SampleId> ids(current.begin(), current.end());
-        ids.insert(ids.end(), next.begin(), next.end());
-        request({static_cast<std::uint32_t>(detail::Op::set_plan), 0, current.size(), next.size(), 0, 0}, std::as_bytes(std::span(ids)));
+        std::vector<detail::WireRecord> wire;
+        wire.reserve(current.size() + next.size());
+        for (const auto& list : {current, next})
+            for (const Record& r : list) wire.push_back({r.file, 0, r.offset, r.length});
+        request({static_cast<std::uint32_t>(detail::Op::set_plan), 0, current.size(), next.size(), 0, 0}, std::as_bytes(std::span(wire)));
     }
     void clear_plan() {
         check_owner();
@@ -244,6 +250,7 @@ private:
             const std::string message(reinterpret_cast<const char*>(body.data()), body.size());
             if (out.status == ENOENT) throw UnknownSample(message);
             if (out.status == E2BIG) throw std::length_error(message);
+            if (out.status == EINVAL) throw std::invalid_argument(message);
             throw OriginError(out.status, message);
         }
         if (reply) *reply = std::move(body);

@@ -1,4 +1,5 @@
-// EpochLoader: an epoch's samples as whole batches, in plan order, in pinned memory.
+// EpochLoader: an epoch's samples as whole batches, in plan order, in pinned memory. A sample
+// is a whole file, or a record (record.hpp: a tar shard's member...) for a plan over records.
 //
 //   plan order ──> I/O threads: cache.read() each sample into its batch's buffer ──> next()
 //                  (a ring of `depth` PinnedBuffers, each sized for the largest batch)
@@ -89,7 +90,8 @@ inline std::uint64_t elapsed_ns(LoaderClock::time_point from, LoaderClock::time_
 // Batch may outlive its loader: the buffer stays valid until the Batch goes.
 struct LoaderRing {
     // Fixed at construction: the positions handed out (drop_last applied) and their layout.
-    std::vector<SampleId> ids;          // by position in the plan
+    std::vector<Record> records;        // by position in the plan
+    std::vector<SampleId> ids;          // by position: each record's file
     std::vector<std::uint64_t> sizes;   // by position
     std::vector<std::uint64_t> offsets; // by position: from the start of its batch's buffer
     std::size_t batch = 1;              // samples per batch
@@ -98,7 +100,7 @@ struct LoaderRing {
     std::vector<PinnedBuffer> buffers;  // the ring: batch k in buffers[k % size]
 
     std::size_t first(std::size_t k) const { return k * batch; }
-    std::size_t count(std::size_t k) const { return std::min(batch, ids.size() - k * batch); }
+    std::size_t count(std::size_t k) const { return std::min(batch, records.size() - k * batch); }
 
     struct Slot {
         std::size_t batch = kNone;   // the batch in this buffer (filling, ready or handed out)
@@ -155,7 +157,8 @@ public:
 
     std::size_t index() const noexcept { return index_; }  // the batch's number in the epoch, from 0
     std::size_t size() const noexcept { return ids_.size(); }  // samples
-    std::span<const SampleId> ids() const noexcept { return ids_; }
+    std::span<const SampleId> ids() const noexcept { return ids_; }  // each sample's file
+    std::span<const Record> records() const noexcept { return records_; }  // each sample's bytes in its file
     std::span<const std::uint64_t> offsets() const noexcept { return offsets_; }  // of each sample in bytes()
     std::span<const std::uint64_t> sizes() const noexcept { return sizes_; }
     std::span<const std::byte> bytes() const noexcept { return bytes_; }  // every sample, back to back
@@ -173,6 +176,7 @@ public:
         ring_->release(index_, handed_out_);
         ring_.reset();
         ids_ = {};
+        records_ = {};
         offsets_ = {};
         sizes_ = {};
         bytes_ = {};
@@ -197,6 +201,7 @@ private:
     Batch(std::shared_ptr<detail::LoaderRing> ring, std::size_t k) : ring_(std::move(ring)), index_(k) {
         const std::size_t first = ring_->first(k), n = ring_->count(k);
         ids_ = std::span<const SampleId>(ring_->ids).subspan(first, n);
+        records_ = std::span<const Record>(ring_->records).subspan(first, n);
         offsets_ = std::span<const std::uint64_t>(ring_->offsets).subspan(first, n);
         sizes_ = std::span<const std::uint64_t>(ring_->sizes).subspan(first, n);
         const std::size_t total = n == 0 ? 0 : static_cast<std::size_t>(offsets_[n - 1] + sizes_[n - 1]);
@@ -208,6 +213,7 @@ private:
         ring_ = std::move(o.ring_);
         index_ = o.index_;
         ids_ = std::exchange(o.ids_, {});
+        records_ = std::exchange(o.records_, {});
         offsets_ = std::exchange(o.offsets_, {});
         sizes_ = std::exchange(o.sizes_, {});
         bytes_ = std::exchange(o.bytes_, {});
@@ -217,6 +223,7 @@ private:
     std::shared_ptr<detail::LoaderRing> ring_;  // null once released or moved from
     std::size_t index_ = 0;
     std::span<const SampleId> ids_;
+    std::span<const Record> records_;
     std::span<const std::uint64_t> offsets_, sizes_;
     std::span<const std::byte> bytes_;
     detail::LoaderClock::time_point handed_out_{};
@@ -229,20 +236,47 @@ public:
     // UnknownSample for a plan naming a sample the cache does not hold, std::bad_alloc when
     // the buffers cannot be had. The cache must outlive the loader (not its Batches).
     EpochLoader(Cache& cache, const EpochPlan& plan, LoaderOptions options)
+        : EpochLoader(cache, whole_files(cache, plan.order()), options) {
+        start(plan, nullptr);
+    }
+    // The same over records: `plan` orders positions into `records` (records_in_order), each
+    // sample of a batch is one record's bytes. Throws std::invalid_argument, besides, for a
+    // plan not made for records.size() records or a record outside its file.
+    EpochLoader(Cache& cache, std::span<const Record> records, const EpochPlan& plan, LoaderOptions options)
+        : EpochLoader(cache, records_in_order(plan, records), options) {
+        start(plan, &records);
+    }
+
+    EpochLoader(const EpochLoader&) = delete;
+    EpochLoader& operator=(const EpochLoader&) = delete;
+
+    // Stops and joins the threads, mid-epoch too: a thread inside a read finishes that one
+    // sample first. Batches still held stay valid; their buffers go when they do.
+    ~EpochLoader() { stop(); }
+
+private:
+    // The ring for `order`'s records; start() installs the plan and starts the threads.
+    EpochLoader(Cache& cache, std::vector<Record> order, LoaderOptions options)
         : cache_(cache), options_(options), ring_(std::make_shared<detail::LoaderRing>()) {
         options_.validate();
         detail::LoaderRing& r = *ring_;
         const std::size_t b = options_.batch;
-        const std::size_t positions = options_.drop_last ? plan.size() / b * b : plan.size();
+        const std::size_t positions = options_.drop_last ? order.size() / b * b : order.size();
         r.batch = b;
         r.batches = (positions + b - 1) / b;
-        r.ids.assign(plan.order().begin(), plan.order().begin() + static_cast<std::ptrdiff_t>(positions));
+        order.resize(positions);
+        r.records = std::move(order);
+        r.ids.resize(positions);
         r.sizes.resize(positions);
         r.offsets.resize(positions);
         for (std::size_t k = 0; k < r.batches; ++k) {
             std::uint64_t offset = 0;
             for (std::size_t p = r.first(k); p < r.first(k) + r.count(k); ++p) {
-                r.sizes[p] = cache.size(r.ids[p]);  // UnknownSample here, not in a thread
+                const Record& rec = r.records[p];
+                (void)cache.size(rec.file);  // UnknownSample here, not in a thread
+                check_record(cache.catalog(), rec);
+                r.ids[p] = rec.file;
+                r.sizes[p] = rec.length;
                 r.offsets[p] = offset;
                 offset += r.sizes[p];
             }
@@ -255,17 +289,30 @@ public:
         r.slots.resize(depth);
         for (std::size_t i = 0; i < depth; ++i) r.slots[i].free_for = i;
         r.counters = &cache.loader_counters();
+    }
 
-        cache.set_plan(plan);
+    static std::vector<Record> whole_files(const Cache& cache, std::span<const SampleId> order) {
+        std::vector<Record> out;
+        out.reserve(order.size());
+        for (const SampleId id : order) out.push_back({id, 0, cache.size(id)});  // UnknownSample for an id outside
+        return out;
+    }
+
+    // Installs the plan (over files, or over `records`) and starts the threads.
+    void start(const EpochPlan& plan, const std::span<const Record>* records) {
+        detail::LoaderRing& r = *ring_;
+        const std::size_t positions = r.records.size();
+        if (records) cache_.set_plan(plan, *records);
+        else cache_.set_plan(plan);
         log_memory();
         try {
             if (options_.prefetch_window > 0 && positions > 0) {
                 const auto threads = static_cast<unsigned>(std::min<std::size_t>(options_.threads, 64));
                 prefetcher_ = std::make_unique<Prefetcher>(
-                    cache, PrefetchOptions{}.threads(threads).window_samples(options_.prefetch_window));
-                prefetcher_->start(r.ids);
+                    cache_, PrefetchOptions{}.threads(threads).window_samples(options_.prefetch_window));
+                prefetcher_->start(r.records);
                 // The ring's threads read the first depth batches themselves: start beyond them.
-                prefetcher_->advance_to(std::min(positions, depth * options_.batch));
+                prefetcher_->advance_to(std::min(positions, r.buffers.size() * options_.batch));
             }
             const std::size_t threads = std::min(options_.threads, std::max<std::size_t>(positions, 1));
             for (std::size_t t = 0; t < threads && positions > 0; ++t) threads_.emplace_back([this] { fill(); });
@@ -275,13 +322,7 @@ public:
         }
     }
 
-    EpochLoader(const EpochLoader&) = delete;
-    EpochLoader& operator=(const EpochLoader&) = delete;
-
-    // Stops and joins the threads, mid-epoch too: a thread inside a read finishes that one
-    // sample first. Batches still held stay valid; their buffers go when they do.
-    ~EpochLoader() { stop(); }
-
+public:
     // The next batch in plan order, waiting until it is filled; nullopt after the last.
     // A batch with a sample that could not be read throws that error (OriginError, ...)
     // instead; the next call goes on with the batch after it. Hold at most depth - 1
@@ -365,11 +406,11 @@ private:
             {
                 std::unique_lock lock(r.mutex);
                 auto takeable = [&] {
-                    return r.stopping || r.next_position == r.ids.size() ||
+                    return r.stopping || r.next_position == r.records.size() ||
                            r.slots[(r.next_position / r.batch) % r.slots.size()].free_for == r.next_position / r.batch;
                 };
                 r.work_cv.wait(lock, takeable);
-                if (r.stopping || r.next_position == r.ids.size()) return;
+                if (r.stopping || r.next_position == r.records.size()) return;
                 p = r.next_position++;
                 k = p / r.batch;
                 detail::LoaderRing::Slot& slot = r.slots[k % r.slots.size()];
@@ -382,12 +423,14 @@ private:
             }
             std::exception_ptr error;
             try {
-                const std::size_t size = static_cast<std::size_t>(r.sizes[p]);
-                const std::size_t n = cache_.read(r.ids[p], 0, {dest, size});
+                const Record& rec = r.records[p];
+                const std::size_t size = static_cast<std::size_t>(rec.length);
+                const std::size_t n = cache_.read(rec.file, rec.offset, {dest, size});
                 if (n != size)
-                    throw OriginError(EIO, "loader: sample " + std::to_string(r.ids[p]) + " ('" +
-                                               std::string(cache_.catalog().path(r.ids[p])) + "') gave " + std::to_string(n) +
-                                               " bytes of " + std::to_string(size));
+                    throw OriginError(EIO, "loader: sample " + std::to_string(rec.file) + " ('" +
+                                               std::string(cache_.catalog().path(rec.file)) + "'" +
+                                               (rec.offset ? " at offset " + std::to_string(rec.offset) : std::string()) + ") gave " +
+                                               std::to_string(n) + " bytes of " + std::to_string(size));
             } catch (...) {
                 error = std::current_exception();
             }

@@ -20,6 +20,7 @@
 
 #include "catalog.hpp"
 #include "detail/prng.hpp"
+#include "record.hpp"
 
 namespace tiercache {
 
@@ -118,5 +119,18 @@ private:
     bool seeded_ = false;
     std::vector<SampleId> order_;
 };
+
+// A plan over records (a shard's members, ...): `plan` orders positions into `records`, as a
+// plan over files orders sample ids. Throws std::invalid_argument unless the plan was made
+// for records.size() of them.
+inline std::vector<Record> records_in_order(const EpochPlan& plan, std::span<const Record> records) {
+    if (plan.catalog_size() != records.size())
+        throw std::invalid_argument("plan: made for " + std::to_string(plan.catalog_size()) + " records, given " +
+                                    std::to_string(records.size()));
+    std::vector<Record> out;
+    out.reserve(plan.size());
+    for (const SampleId i : plan.order()) out.push_back(records[i]);
+    return out;
+}
 
 }  // namespace tiercache

@@ -20,16 +20,23 @@
 // its epoch ranks its first samples with the other's next ones, not with its past ones. That
 // assumes the jobs read at similar rates; misjudging them only costs hits, never bytes.
 //
-// Reads come unattributed (a FUSE read does not say which job it serves): consume(id) uses
-// up the pending use of `id` with the smallest key, the job most likely to be reading it now.
-// So each call counts as one read: where two jobs both still wait for a sample, a second
-// call for the same read (its next chunk) uses up the other job's use as well.
+// A plan is a list of uses: position p of the epoch reads extent e from byte `start` within it
+// (a record's first byte in e; 0 for a whole file's extents and for the extents a record
+// continues into). An extent may be used several times in an epoch (the records of a tar
+// shard sharing it, a file repeated by padding): its key is its next pending use.
+//
+// Reads come unattributed (a FUSE read does not say which job it serves): consume(id, from,
+// to), for a read of bytes [from, to) of extent `id`, uses up the pending use starting in that
+// range with the smallest key, the job most likely to be reading it now. A read's later chunks
+// start past its record's first byte, so they use nothing up; where two jobs both still wait
+// for the same use, a second read of it uses up the other job's as well.
 // A new plan for a job replaces its old one and its read marks; remove() drops one job's
 // plan, clear() all of them (the policy then falls back to no-evict).
 //
-// Memory: per job 9 bytes per catalog sample (two uint32 positions, a read byte), at most
-// kMaxJobs jobs; shared: 17 bytes per sample (key, read time, pending count), plus each
-// tier's resident byte and ordered-set node per resident sample.
+// Memory: per job 12 bytes per extent (where its uses start, its first pending one, its next
+// epoch's first position) and 9 per use (position, start, a read byte), at most kMaxJobs
+// jobs; shared: 17 bytes per extent (key, read time, pending count), plus each tier's
+// resident byte and ordered-set node per resident extent.
 #pragma once
 #include <algorithm>
 #include <atomic>
@@ -60,7 +67,14 @@ public:
     struct JobInfo {
         JobId job;
         std::uint64_t samples;  // its current epoch's length, in the samples its plan names
-        std::uint64_t read;     // how many of its positions (extents) reads have used up
+        std::uint64_t read;     // how many of its positions (uses of extents) reads have used up
+    };
+
+    // One position of a plan: extent `extent`, read from byte `start` within it.
+    struct PlannedUse {
+        ExtentId extent;
+        std::uint32_t start;
+        friend bool operator==(const PlannedUse&, const PlannedUse&) = default;
     };
 
     explicit NextUse(std::size_t samples)
@@ -77,28 +91,27 @@ public:
         return tiers_.size() - 1;
     }
 
-    // Installs `job`'s order for this epoch and, when known, the next one's, replacing the
-    // job's plan before and its read marks; its timeline starts at "now". Ids outside the
-    // catalog are ignored; where an id repeats, its first position counts. Throws
-    // std::length_error for a new job beyond kMaxJobs.
+    // Installs `job`'s uses for this epoch and, when known, the next one's, replacing the
+    // job's plan before and its read marks; its timeline starts at "now". Uses of extents
+    // outside the catalog are ignored. Throws std::length_error for a new job beyond kMaxJobs.
     //
     // The keys and the tiers' ordered sets are rebuilt without mutex_ (a quarter of a second
     // per job at ImageNet scale), from a snapshot of what the tiers hold, caught up with the
     // samples read, inserted or evicted meanwhile (dirty_), then swapped in: misses, which
     // wait for mutex_ under the placement lock, never wait for the whole rebuild, nor for
     // the catch-up of every read that happened during it.
-    // `samples`: how many samples the plan names, for jobs() and planned_samples() (default:
-    // one per position; a sample of several extents takes several positions).
-    void set(JobId job, std::span<const ExtentId> current, std::span<const ExtentId> next = {},
+    // `samples`: how many samples (records) the plan names, for jobs() and planned_samples()
+    // (default: one per position; a record over several extents takes several positions).
+    void set(JobId job, std::span<const PlannedUse> current, std::span<const PlannedUse> next = {},
              std::optional<std::uint64_t> samples = std::nullopt) {
         if (current.size() >= kAbsent || next.size() >= kAbsent)
             throw std::length_error("tiercache: an epoch plan holds at most " + std::to_string(kAbsent - 1) + " positions");
-        auto plan = std::make_unique<Job>(job, samples_, current.size(), samples.value_or(current.size()));
-        for (std::size_t p = current.size(); p-- > 0;)  // the first occurrence wins
-            if (current[p] < samples_) plan->current[current[p]] = static_cast<std::uint32_t>(p);
-        for (std::size_t p = next.size(); p-- > 0;)
-            if (next[p] < samples_) plan->next[next[p]] = static_cast<std::uint32_t>(p);
-        rebuild(job, std::move(plan));
+        rebuild(job, std::make_unique<Job>(job, samples_, current, next, samples.value_or(current.size())));
+    }
+    // Extents in order, each read from its start (a plan of whole small files).
+    void set(JobId job, std::span<const ExtentId> current, std::span<const ExtentId> next = {},
+             std::optional<std::uint64_t> samples = std::nullopt) {
+        set(job, from_start(current), from_start(next), samples.value_or(current.size()));
     }
     void set(std::span<const ExtentId> current, std::span<const ExtentId> next = {}) { set(kLocalJob, current, next); }
 
@@ -138,20 +151,24 @@ public:
         return id < samples_ ? keys_[id] : kNotPlanned + id;
     }
 
-    // A reader used `id` now: the soonest pending use of it is used up. O(jobs) under mutex_;
-    // free without the lock when no job still waits for `id` (a file read in several chunks,
-    // a sample outside every plan, no plan at all).
-    void consume(ExtentId id) {
-        if (id >= samples_ || pending_[id].load(std::memory_order_relaxed) == 0) return;
+    // A reader read bytes [from, to) of extent `id` now: the soonest pending use of it that
+    // starts in that range is used up. O(jobs × the extent's uses) under mutex_; free without
+    // the lock when no job still waits for `id` (a sample outside every plan, no plan at all).
+    void consume(ExtentId id, std::uint64_t from = 0, std::uint64_t to = 1) {
+        if (id >= samples_ || pending_[id].load(std::memory_order_relaxed) == 0 || from >= to) return;
         std::lock_guard lock(mutex_);
         Job* soonest = nullptr;  // ties go to the job registered first
+        std::uint32_t use = 0;
         for (const auto& j : jobs_)
-            if (j->pending(id) && (!soonest || j->current[id] + j->offset < soonest->current[id] + soonest->offset))
+            if (const auto u = j->pending_use(id, from, to); u && (!soonest || j->offset + j->uses[*u].position <
+                                                                                    soonest->offset + soonest->uses[use].position)) {
                 soonest = j.get();
-        if (!soonest) return;  // used up meanwhile
-        soonest->consumed[id].store(1, std::memory_order_relaxed);
+                use = *u;
+            }
+        if (!soonest) return;  // no pending use starts there, or used up meanwhile
+        if (soonest->use_up(id, use))  // its last use of `id`: one job fewer waits for it
+            pending_[id].store(static_cast<std::uint8_t>(pending_[id].load(std::memory_order_relaxed) - 1), std::memory_order_relaxed);
         ++soonest->reads;
-        pending_[id].store(static_cast<std::uint8_t>(pending_[id].load(std::memory_order_relaxed) - 1), std::memory_order_relaxed);
         read_at_[id].store(++read_sequence_, std::memory_order_relaxed);
         rekey(id);
         if (rebuilding_) dirty_.push_back(id);
@@ -226,31 +243,73 @@ private:
     static constexpr std::size_t kFewChanges = 256;     // left for the swap under mutex_
     using OrderedSet = std::set<std::pair<std::uint64_t, ExtentId>>;
 
-    // One job's plan. The positions and the offset are fixed before the plan is shared, so
-    // set()'s rebuild reads them without mutex_; the read marks are atomics for the same
-    // reason (a rebuild fixes what changed under it from dirty_).
+    // One job's plan: its uses by extent (CSR: extent e's are uses[first[e], first[e + 1]),
+    // in position order). The uses and the offset are fixed before the plan is shared, so
+    // set()'s rebuild reads them without mutex_; the read marks and cursors are atomics for
+    // the same reason (a rebuild fixes what changed under it from dirty_).
+    struct Use {
+        std::uint32_t position;
+        std::uint32_t start;
+    };
     struct Job {
-        Job(JobId job, std::size_t samples, std::uint64_t epoch_length, std::uint64_t named_samples)
-            : id(job), length(epoch_length), named(named_samples), current(samples, kAbsent), next(samples, kAbsent),
-              consumed(std::make_unique<std::atomic<std::uint8_t>[]>(samples)) {}
-        bool pending(ExtentId s) const { return current[s] != kAbsent && !consumed[s].load(std::memory_order_relaxed); }
+        Job(JobId job, std::size_t samples, std::span<const PlannedUse> current_uses, std::span<const PlannedUse> next_uses,
+            std::uint64_t named_samples)
+            : id(job), length(current_uses.size()), named(named_samples), first(samples + 1, 0), next(samples, kAbsent),
+              cursor(std::make_unique<std::atomic<std::uint32_t>[]>(samples)) {
+            for (const PlannedUse& u : current_uses)  // a counting sort by extent, stable: position order within one
+                if (u.extent < samples) ++first[u.extent + 1];
+            for (std::size_t e = 0; e < samples; ++e) first[e + 1] += first[e];
+            uses.resize(first[samples]);
+            consumed = std::make_unique<std::atomic<std::uint8_t>[]>(std::max<std::size_t>(uses.size(), 1));
+            std::vector<std::uint32_t> fill(first.begin(), first.end() - 1);
+            for (std::size_t p = 0; p < current_uses.size(); ++p)
+                if (const PlannedUse& u = current_uses[p]; u.extent < samples)
+                    uses[fill[u.extent]++] = {static_cast<std::uint32_t>(p), u.start};
+            for (std::size_t e = 0; e < samples; ++e) cursor[e].store(first[e], std::memory_order_relaxed);
+            for (std::size_t p = next_uses.size(); p-- > 0;)  // the first position wins
+                if (next_uses[p].extent < samples) next[next_uses[p].extent] = static_cast<std::uint32_t>(p);
+        }
+        bool planned(ExtentId s) const { return first[s] != first[s + 1]; }
+        bool pending(ExtentId s) const { return cursor[s].load(std::memory_order_relaxed) != first[s + 1]; }
         std::uint64_t key(ExtentId s, const std::atomic<std::uint64_t>* read_at) const {
-            const bool in_current = current[s] != kAbsent;
-            const bool read = in_current && consumed[s].load(std::memory_order_relaxed);
-            if (in_current && !read) return offset + current[s];
+            if (pending(s)) return offset + uses[cursor[s].load(std::memory_order_relaxed)].position;
             if (next[s] != kAbsent) return offset + length + next[s];
-            if (read) return kFar + read_at[s].load(std::memory_order_relaxed);
+            if (planned(s)) return kFar + read_at[s].load(std::memory_order_relaxed);  // all read
             return kNotPlanned + s;
+        }
+        // Its soonest use of `s` not yet read that starts in [from, to). mutex_ held.
+        std::optional<std::uint32_t> pending_use(ExtentId s, std::uint64_t from, std::uint64_t to) const {
+            for (std::uint32_t u = cursor[s].load(std::memory_order_relaxed); u < first[s + 1]; ++u)
+                if (!consumed[u].load(std::memory_order_relaxed) && uses[u].start >= from && uses[u].start < to) return u;
+            return std::nullopt;
+        }
+        // Marks use `u` of `s` read; whether that was its last one. mutex_ held.
+        bool use_up(ExtentId s, std::uint32_t u) {
+            consumed[u].store(1, std::memory_order_relaxed);
+            std::uint32_t c = cursor[s].load(std::memory_order_relaxed);
+            while (c < first[s + 1] && consumed[c].load(std::memory_order_relaxed)) ++c;
+            cursor[s].store(c, std::memory_order_relaxed);
+            return c == first[s + 1];
         }
 
         const JobId id;
-        const std::uint64_t length;                                 // its current epoch's positions
-        const std::uint64_t named;                                  // the samples its plan names
-        std::uint64_t offset = 0;                                   // where its timeline starts
-        std::vector<std::uint32_t> current, next;                   // first position per sample, or kAbsent
-        std::unique_ptr<std::atomic<std::uint8_t>[]> consumed;      // written under mutex_, read without it
-        std::uint64_t reads = 0;                                    // protected by mutex_: marks set
+        const std::uint64_t length;                               // its current epoch's positions
+        const std::uint64_t named;                                // the samples its plan names
+        std::uint64_t offset = 0;                                 // where its timeline starts
+        std::vector<std::uint32_t> first;                         // per extent, + 1: where its uses start
+        std::vector<Use> uses;                                    // by extent, then position
+        std::vector<std::uint32_t> next;                          // per extent: first position next epoch, or kAbsent
+        std::unique_ptr<std::atomic<std::uint8_t>[]> consumed;    // per use: written under mutex_, read without it
+        std::unique_ptr<std::atomic<std::uint32_t>[]> cursor;     // per extent: its first use not read; same
+        std::uint64_t reads = 0;                                  // protected by mutex_: uses read
     };
+
+    static std::vector<PlannedUse> from_start(std::span<const ExtentId> extents) {
+        std::vector<PlannedUse> out;
+        out.reserve(extents.size());
+        for (const ExtentId e : extents) out.push_back({e, 0});
+        return out;
+    }
 
     struct Tier {
         explicit Tier(std::size_t samples) : resident(samples, 0) {}
@@ -379,7 +438,7 @@ private:
         }
         if (plan)  // and the new plan's come
             for (ExtentId id = 0; id < samples_; ++id)
-                if (plan->current[id] != kAbsent)
+                if (plan->planned(id))
                     pending_[id].store(static_cast<std::uint8_t>(pending_[id].load(std::memory_order_relaxed) + 1), std::memory_order_relaxed);
         std::uint64_t planned = 0;
         for (const Job* j : after) planned += j->named;

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <list>
 #include <map>
@@ -23,6 +24,7 @@
 #include <vector>
 
 #include "catalog.hpp"
+#include "record.hpp"
 #include "detail/channel.hpp"
 #include "detail/unique_fd.hpp"
 #include "error.hpp"
@@ -40,8 +42,8 @@ public:
     virtual std::size_t samples() const = 0;
     // Throw UnknownSample or OriginError as Cache::read does.
     virtual std::size_t read(SampleId id, std::uint64_t offset, std::span<std::byte> dest) = 0;
-    virtual std::uint32_t prefetch(SampleId id) = 0;
-    virtual void set_plan(JobId job, std::span<const SampleId> current, std::span<const SampleId> next) = 0;
+    virtual std::uint32_t prefetch(const Record& r) = 0;
+    virtual void set_plan(JobId job, std::span<const Record> current, std::span<const Record> next) = 0;
     virtual void remove_plan(JobId job) = 0;
     virtual void hits(std::span<const detail::SharedHit> hits) = 0;
     virtual std::string stats_json() = 0;
@@ -266,12 +268,19 @@ private:
                     }
                     case detail::Op::prefetch:
                         check_id(in.a);
-                        out.a = service_.prefetch(static_cast<SampleId>(in.a));
+                        out.a = service_.prefetch({static_cast<SampleId>(in.a), in.b, in.c});
                         break;
                     case detail::Op::set_plan: {
-                        if (in.length != 4 * (in.a + in.b)) throw BadRequest("plan length does not match its counts");
-                        const auto* ids = reinterpret_cast<const SampleId*>(payload.data());
-                        service_.set_plan(c.job, {ids, in.a}, {ids + in.a, in.b});
+                        if (in.a > payload.size() || in.b > payload.size() || in.length != sizeof(detail::WireRecord) * (in.a + in.b))
+                            throw BadRequest("plan length does not match its counts");
+                        std::vector<Record> records(static_cast<std::size_t>(in.a + in.b));
+                        for (std::size_t i = 0; i < records.size(); ++i) {
+                            detail::WireRecord w;
+                            std::memcpy(&w, payload.data() + i * sizeof w, sizeof w);
+                            records[i] = {w.file, w.offset, w.length};
+                        }
+                        const std::span<const Record> all(records);
+                        service_.set_plan(c.job, all.first(static_cast<std::size_t>(in.a)), all.subspan(static_cast<std::size_t>(in.a)));
                         break;
                     }
                     case detail::Op::clear_plan: service_.remove_plan(c.job); break;
@@ -291,6 +300,8 @@ private:
                 fail(ENOENT, e.what());
             } catch (const std::length_error& e) {
                 fail(E2BIG, e.what());
+            } catch (const std::invalid_argument& e) {  // a record outside its file
+                fail(EINVAL, e.what());
             } catch (const BadRequest&) {
                 throw;  // drop the connection
             } catch (const std::exception& e) {
@@ -303,7 +314,8 @@ private:
 
     std::uint64_t max_payload(const detail::Frame& in) const {
         switch (static_cast<detail::Op>(in.op)) {
-            case detail::Op::set_plan: return 4 * (32 * static_cast<std::uint64_t>(service_.samples()) + 64);  // repeats allowed
+            // Records may repeat and many may share a file: a bound on memory, not on plans.
+            case detail::Op::set_plan: return sizeof(detail::WireRecord) * (64 * static_cast<std::uint64_t>(service_.samples()) + (1u << 20));
             case detail::Op::hits: return 1u << 20;
             default: return 0;
         }

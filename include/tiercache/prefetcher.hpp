@@ -1,4 +1,5 @@
-// Reads a plan's next samples into the cache just ahead of the reader.
+// Reads a plan's next records (whole files, or byte ranges of them) into the cache just ahead
+// of the reader.
 //
 // A window runs ahead of the reader's position: at most `window_samples` positions and
 // `window_bytes` of samples fetched but not yet read (backpressure: that is all the memory
@@ -7,9 +8,12 @@
 // takes it). A reader never waits behind the prefetch of another sample: the cache holds no
 // lock across I/O, and a reader wanting the very sample in flight waits for that one only.
 #pragma once
+#include <algorithm>
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
+#include <optional>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -68,14 +72,18 @@ public:
     Prefetcher& operator=(const Prefetcher&) = delete;
 
     // Follows a new order from its start (a new epoch), forgetting the old one.
-    void start(std::vector<SampleId> order) {
-        std::vector<std::uint32_t> first(cache_.catalog().size(), kAbsent);
-        for (std::size_t p = order.size(); p-- > 0;)
-            if (order[p] < first.size()) first[order[p]] = static_cast<std::uint32_t>(p);
+    void start(std::span<const SampleId> order) { start(cache_.whole_files(order)); }
+    void start(std::vector<Record> order) {
+        std::vector<Start> starts;
+        starts.reserve(order.size());
+        for (std::size_t p = 0; p < order.size(); ++p) starts.push_back({order[p].file, order[p].offset, static_cast<std::uint32_t>(p)});
+        std::sort(starts.begin(), starts.end());  // a record's first position first
+        starts.erase(std::unique(starts.begin(), starts.end(), [](const Start& a, const Start& b) { return a.file == b.file && a.offset == b.offset; }),
+                     starts.end());
         {
             std::lock_guard lock(mutex_);
             order_ = std::move(order);
-            position_of_ = std::move(first);
+            starts_ = std::move(starts);
             next_ = cursor_ = 0;
             ahead_bytes_ = 0;
         }
@@ -86,7 +94,7 @@ public:
     void stop() {
         std::lock_guard lock(mutex_);
         order_.clear();
-        position_of_.clear();
+        starts_.clear();
         next_ = cursor_ = 0;
         ahead_bytes_ = 0;
     }
@@ -100,14 +108,27 @@ public:
         work_.notify_all();
     }
 
-    // A reader read `id`: the window moves past its position in the order. Readers may
-    // arrive out of order (several workers); the furthest one leads. Looked up and moved
-    // under one lock, so a new order (start) cannot take a position of the old one.
-    void consumed(SampleId id) {
+    // A reader read bytes [offset, offset + length) of file `id`: the window moves past the
+    // record it read. That is the record starting at `offset`; else (the kernel's page-sized
+    // reads, which start where no record does) the furthest record starting in the range
+    // whose position lies in the window: a shuffled plan's other records in the range are
+    // far off. Readers may arrive out of order (several workers); the furthest one leads.
+    // Looked up and moved under one lock, so a new order (start) cannot take a position of
+    // the old one.
+    void consumed(SampleId id, std::uint64_t offset = 0, std::uint64_t length = 1) {
         {
             std::lock_guard lock(mutex_);
-            if (id >= position_of_.size() || position_of_[id] == kAbsent) return;
-            if (!advance_locked(std::size_t{position_of_[id]} + 1)) return;
+            auto it = std::lower_bound(starts_.begin(), starts_.end(), Start{id, offset, 0});
+            std::optional<std::size_t> read;
+            for (int seen = 0; it != starts_.end() && it->file == id && it->offset - offset < length && seen < kMaxStartsLooked; ++it, ++seen) {
+                if (it->offset == offset) {
+                    read = it->position;
+                    break;
+                }
+                if (it->position >= cursor_ && it->position < cursor_ + options_.window_samples())
+                    read = std::max<std::size_t>(read.value_or(0), it->position);
+            }
+            if (!read || !advance_locked(*read + 1)) return;
         }
         work_.notify_all();
     }
@@ -121,9 +142,17 @@ public:
     const PrefetchOptions& options() const noexcept { return options_; }
 
 private:
-    static constexpr std::uint32_t kAbsent = 0xFFFF'FFFF;
+    static constexpr int kMaxStartsLooked = 256;  // records starting within one read, at most
 
-    std::uint64_t size_at(std::size_t p) const { return cache_.catalog().size_of(order_[p]); }  // mutex_ held
+    // Where a record of the order starts, and its first position.
+    struct Start {
+        SampleId file;
+        std::uint64_t offset;
+        std::uint32_t position;
+        auto operator<=>(const Start&) const = default;
+    };
+
+    std::uint64_t size_at(std::size_t p) const { return order_[p].length; }  // mutex_ held
 
     bool advance_locked(std::size_t position) {  // mutex_ held; whether the window moved
         position = std::min(position, order_.size());
@@ -145,27 +174,26 @@ private:
         for (;;) {
             work_.wait(lock, [&] { return stopping_ || window_open(); });
             if (stopping_) return;
-            const SampleId id = order_[next_];
-            const std::uint64_t bytes = size_at(next_);
-            ahead_bytes_ += bytes;
+            const Record record = order_[next_];
+            ahead_bytes_ += record.length;
             ++next_;
             lock.unlock();
-            fetch(id, bytes);
+            fetch(record);
             lock.lock();
         }
     }
 
-    void fetch(SampleId id, std::uint64_t bytes) {
+    void fetch(const Record& record) {
         PrefetchCounters& c = cache_.prefetch_counters();
         c.issued.fetch_add(1, std::memory_order_relaxed);
         try {
-            switch (cache_.prefetch(id)) {
+            switch (cache_.prefetch(record)) {
                 case Cache::Prefetched::resident: c.resident.fetch_add(1, std::memory_order_relaxed); break;
                 case Cache::Prefetched::raced: c.raced.fetch_add(1, std::memory_order_relaxed); break;
                 case Cache::Prefetched::rejected: c.rejected.fetch_add(1, std::memory_order_relaxed); break;
                 case Cache::Prefetched::fetched:
                     c.fetched.fetch_add(1, std::memory_order_relaxed);
-                    c.bytes.fetch_add(bytes, std::memory_order_relaxed);
+                    c.bytes.fetch_add(record.length, std::memory_order_relaxed);
                     break;
             }
         } catch (const std::exception& e) {
@@ -179,8 +207,8 @@ private:
     // Lock order: mutex_ alone; never held while the cache is asked for anything.
     mutable std::mutex mutex_;
     std::condition_variable work_;
-    std::vector<SampleId> order_;            // protected by mutex_
-    std::vector<std::uint32_t> position_of_; // protected by mutex_: each sample's first position
+    std::vector<Record> order_;              // protected by mutex_
+    std::vector<Start> starts_;              // protected by mutex_: by file and offset
     std::size_t next_ = 0;                   // protected by mutex_: next position to fetch
     std::size_t cursor_ = 0;                 // protected by mutex_: positions below it are read
     std::uint64_t ahead_bytes_ = 0;          // protected by mutex_: bytes of positions [cursor_, next_)

@@ -7,8 +7,9 @@
 //   hello       channel version, segment version, job (0:   header offset, job, owner pid;
 //               a new one)                                 the segment's path
 //   read        id, offset, length (<= kMaxReadBytes)      bytes read; the bytes
-//   prefetch    id                                         Cache::Prefetched
-//   set_plan    current count, next count; the ids (u32)   -
+//   prefetch    id, offset, length (a record of it)        Cache::Prefetched
+//   set_plan    current count, next count; the records     -
+//               (WireRecord each)
 //   clear_plan  -                                          -
 //   hits        -; what was read from shared memory         (none)
 //               (SharedHit each)
@@ -32,7 +33,7 @@
 namespace tiercache::detail {
 
 // Bump when a frame's layout or an op's meaning changes; owner and client must agree.
-inline constexpr std::uint32_t kChannelVersion = 1;
+inline constexpr std::uint32_t kChannelVersion = 2;  // 2: plans and prefetches of records
 inline constexpr std::uint64_t kMaxReadBytes = 16u << 20;  // one read reply; clients ask again for more
 
 enum class Op : std::uint32_t { hello = 1, read = 2, prefetch = 3, set_plan = 4, clear_plan = 5, hits = 6, stats = 7 };
@@ -42,9 +43,17 @@ enum class Op : std::uint32_t { hello = 1, read = 2, prefetch = 3, set_plan = 4,
 struct SharedHit {
     std::uint32_t id;      // the extent
     std::uint32_t bytes;
-    std::uint64_t offset;  // within the extent: a read at 0 is a use of it; later chunks of it are not
+    std::uint64_t offset;  // within the extent: the uses starting in [offset, offset + bytes) are what it may use up
 };
 static_assert(sizeof(SharedHit) == 16);
+
+// One record of a plan (record.hpp), as it crosses the channel.
+struct WireRecord {
+    std::uint32_t file;
+    std::uint32_t reserved;  // 0
+    std::uint64_t offset, length;
+};
+static_assert(sizeof(WireRecord) == 24 && std::is_trivially_copyable_v<WireRecord>);
 
 struct Frame {
     std::uint32_t op = 0;
