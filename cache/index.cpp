@@ -2,7 +2,6 @@
 
 #include <archive.h>
 #include <archive_entry.h>
-#include <clocale>
 #include <cstdio>
 #include <iostream>
 #include <locale.h>
