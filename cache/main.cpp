@@ -10,6 +10,7 @@
 
 #include "bench_read.hpp"
 #include "gen.hpp"
+#include "index.hpp"
 #include "serve.hpp"
 #include "stats_cmd.hpp"
 #include "tiers.hpp"
@@ -38,7 +39,7 @@ std::string mountpoint_from(const std::string& config) {
 
 int main(int argc, char** argv) {
     CLI::App app{"tiercache: the companion tool of tiercache-fuse (mount stats, cache warming, "
-                 "synthetic datasets, benchmarks)"};
+                 "synthetic datasets, record indexes of tar shards, benchmarks)"};
     app.set_version_flag("--version", std::string("tiercache ") + TIERCACHE_VERSION);
     app.require_subcommand(1);
 
@@ -56,6 +57,13 @@ int main(int argc, char** argv) {
         ->capture_default_str()
         ->check(kNotNegative);
     gen_cmd->add_flag("--force", gen.force, "Write into DIR even if it is not empty (same-named files are overwritten)");
+
+    IndexOptions index;
+    auto* index_cmd = app.add_subcommand(
+        "index", "Write the record index of DIR's .tar shards: each regular member's path, data offset, length and name (JSON Lines)");
+    index_cmd->add_option("DIR", index.dir, "The dataset directory (the mount's ORIGIN): its .tar files are indexed")->required();
+    index_cmd->add_option("-o,--output", index.output, "Write the index to FILE (atomically: a temporary file, renamed) instead of stdout")
+        ->option_text("FILE");
 
     StatsOptions stats;
     auto* stats_cmd = app.add_subcommand("stats", "Show a mount's cache counters (from MOUNTPOINT/.tiercache/stats)");
@@ -135,6 +143,11 @@ int main(int argc, char** argv) {
         if (*gen_cmd) {
             command += " gen";
             run_gen(gen);
+            return 0;
+        }
+        if (*index_cmd) {
+            command += " index";
+            run_index(index);
             return 0;
         }
         if (*stats_cmd) {

@@ -39,6 +39,7 @@ endfunction()
 # The subcommands and their one-line descriptions (as in tiercache --help).
 set(_subcommands
   "gen|write a synthetic ImageNet-like dataset (class folders of JPEG-sized files)"
+  "index|write the record index of a dataset's tar shards"
   "stats|show a mount's cache counters"
   "tiers|show the memory this host has and the tiers tiercache would use by default"
   "warm|read files through a mount so that the cache holds them"
@@ -58,7 +59,7 @@ tiercache_man_page(tiercache-fuse tiercache-fuse --help
   "mount a dataset directory read-only through the tiercache cache"
   "tiercache(1), mount.fuse.tiercache(8), fusermount3(1)")
 tiercache_man_page(tiercache tiercache-cli --help
-  "companion tool of tiercache-fuse: mount stats, cache warming, synthetic datasets, benchmarks"
+  "companion tool of tiercache-fuse: mount stats, cache warming, synthetic datasets, record indexes, benchmarks"
   "tiercache-fuse(1), ${_sub_see_also}")
 foreach(_entry IN LISTS _subcommands)
   string(REGEX REPLACE "\\|.*" "" _sub "${_entry}")

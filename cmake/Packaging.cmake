@@ -26,7 +26,7 @@ set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)  # tiercache_0.1.0_amd64.deb
 set(CPACK_DEBIAN_PACKAGE_SECTION utils)
 set(CPACK_DEBIAN_PACKAGE_PRIORITY optional)
 set(CPACK_DEBIAN_PACKAGE_CONTROL_STRICT_PERMISSION ON)
-# The libraries the commands link (libfuse3, hwloc, numa, memkind, libstdc++) come from
+# The libraries the commands link (libfuse3, libarchive13, hwloc, numa, memkind, libstdc++) come from
 # dpkg-shlibdeps (dpkg-dev); fusermount3, which unmounts, from fuse3.
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 set(CPACK_DEBIAN_PACKAGE_DEPENDS "fuse3")

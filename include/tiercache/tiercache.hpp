@@ -17,6 +17,7 @@
 #include "policy.hpp"
 #include "prefetcher.hpp"
 #include "record.hpp"
+#include "record_index.hpp"
 #include "sample_ref.hpp"
 #include "segment.hpp"
 #include "size.hpp"
