@@ -22,6 +22,7 @@
 #include "file_list.hpp"
 #include "human.hpp"
 #include <tiercache/detail/prng.hpp>
+#include <tiercache/record_index.hpp>
 #include "progress.hpp"
 #include "read_files.hpp"
 
@@ -46,12 +47,17 @@ using namespace tiercache::detail;  // Rng, shuffle, stream purposes
 
 namespace {
 
-// Tells the mount the epoch's order: one relative path per line, in one write(), then reads
-// the plan back, which makes the mount apply it at once. Throws naming the plan file.
-void write_plan(const fs::path& dir, const std::vector<fs::path>& order) {
+// Tells the mount the epoch's order: one relative path (or `PATH OFFSET LENGTH` record) per
+// line, in one write(), then reads the plan back, which makes the mount apply it at once.
+// Throws naming the plan file.
+void write_plan(const fs::path& dir, const std::vector<ReadItem>& order) {
     const fs::path plan = dir / ".tiercache" / "plan";
     std::string text;
-    for (const auto& path : order) text += path.lexically_relative(dir).string() + "\n";
+    for (const auto& item : order) {
+        text += item.path.lexically_relative(dir).string();
+        if (item.length != ReadItem::kWhole) text += " " + std::to_string(item.offset) + " " + std::to_string(item.length);
+        text += "\n";
+    }
     const int fd = ::open(plan.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC);
     if (fd < 0) throw std::runtime_error("cannot open " + plan.string() + " (is " + dir.string() + " a tiercache mount?): " + std::strerror(errno));
     std::size_t done = 0;
@@ -82,18 +88,23 @@ std::string hex64(std::uint64_t value) {
 }  // namespace
 
 int run_bench_read(const BenchReadOptions& options) {
-    std::vector<fs::path> sorted;
-    for (auto& file : list_files(options.dir, options.dir / ".tiercache", /*with_sizes=*/false))
-        sorted.push_back(std::move(file.path));
+    std::vector<ReadItem> sorted;
+    if (options.records.empty()) {
+        for (auto& file : list_files(options.dir, options.dir / ".tiercache", /*with_sizes=*/false)) sorted.push_back({std::move(file.path)});
+    } else {
+        const RecordIndex index = RecordIndex::load(options.records);
+        for (const auto& e : index.entries()) sorted.push_back({options.dir / e.path, e.offset, e.length});
+    }
+    const char* unit = options.records.empty() ? "file" : "record";
     if (!options.json)
-        std::printf("bench read: %s under %s, %s, seed %llu, %s\n", count_of(sorted.size(), "file").c_str(),
+        std::printf("bench read: %s under %s, %s, seed %llu, %s\n", count_of(sorted.size(), unit).c_str(),
                     quoted(options.dir).c_str(), count_of(options.readers, "reader").c_str(),
                     static_cast<unsigned long long>(options.seed), count_of(options.epochs, "epoch").c_str());
     std::fflush(stdout);  // before any progress line on stderr
 
     bool any_failed = false;
     for (std::uint64_t epoch = 0; epoch < options.epochs; ++epoch) {
-        std::vector<fs::path> order = sorted;
+        std::vector<ReadItem> order = sorted;
         Rng rng = Rng::stream(options.seed, kShuffleStream, epoch);
         shuffle(order, rng);
         if (options.plan) write_plan(options.dir, order);
@@ -108,10 +119,10 @@ int run_bench_read(const BenchReadOptions& options) {
             ProgressLine progress(options.progress && stderr_is_terminal(), [&] {
                 const auto files = live.files.load();
                 return "epoch " + std::to_string(epoch) + ": " + with_commas(files) + "/" +
-                       with_commas(order.size()) + " files, " +
-                       rounded(static_cast<double>(files) / std::max(elapsed(), 1e-3)) + " files/s";
+                       with_commas(order.size()) + " " + unit + "s, " +
+                       rounded(static_cast<double>(files) / std::max(elapsed(), 1e-3)) + " " + unit + "s/s";
             });
-            totals = read_files(order, options.readers, options.verify, live);
+            totals = read_items(order, options.readers, options.verify, live);
             progress.finish();
         }
         const double seconds = elapsed();
@@ -119,8 +130,10 @@ int run_bench_read(const BenchReadOptions& options) {
         const double mb_per_s = static_cast<double>(totals.bytes) / 1e6 / seconds;
 
         if (options.json) {
+            // "files": what was read, files or records (then "records" is true).
             nlohmann::ordered_json line{{"epoch", epoch},
                                         {"files", totals.files},
+                                        {"records", !options.records.empty()},
                                         {"bytes", totals.bytes},
                                         {"errors", totals.failed},
                                         {"seconds", seconds},
@@ -135,9 +148,9 @@ int run_bench_read(const BenchReadOptions& options) {
             if (options.verify) line["digest"] = hex64(totals.digest_sum);
             std::printf("%s\n", line.dump().c_str());
         } else {
-            std::printf("epoch %llu: %s, %s, %.3f s, %s files/s, %s MB/s", static_cast<unsigned long long>(epoch),
-                        count_of(totals.files, "file").c_str(), human_bytes(static_cast<double>(totals.bytes)).c_str(),
-                        seconds, rounded(files_per_s).c_str(), rounded(mb_per_s).c_str());
+            std::printf("epoch %llu: %s, %s, %.3f s, %s %ss/s, %s MB/s", static_cast<unsigned long long>(epoch),
+                        count_of(totals.files, unit).c_str(), human_bytes(static_cast<double>(totals.bytes)).c_str(),
+                        seconds, rounded(files_per_s).c_str(), unit, rounded(mb_per_s).c_str());
             if (options.verify) std::printf(", digest %s", hex64(totals.digest_sum).c_str());
             if (totals.failed) std::printf(", %s FAILED", with_commas(totals.failed).c_str());
             std::printf("\n");

@@ -1,4 +1,5 @@
-// `tiercache bench read`: read every file of a tree in shuffled epochs, like a training loop.
+// `tiercache bench read`: read every file of a tree (or every record of a record index) in
+// shuffled epochs, like a training loop.
 #pragma once
 
 #include <cstdint>
@@ -15,6 +16,9 @@ struct BenchReadOptions {
     bool progress = false;  // live progress line on stderr
     bool json = false;      // one JSON object per epoch on stdout instead of text
     bool plan = false;      // write each epoch's order to DIR/.tiercache/plan first (a tiercache mount)
+    // A record index (`tiercache index`): read its records, shuffled across every shard,
+    // instead of whole files; its paths are relative to DIR.
+    std::filesystem::path records;
 };
 
 // Returns the exit status: 0 when every read succeeded, 1 otherwise.

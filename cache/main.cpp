@@ -127,6 +127,10 @@ int main(int argc, char** argv) {
     bench_read_cmd->add_option("--epochs", bench_read.epochs, "Number of epochs")
         ->capture_default_str()
         ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{1'000'000}));
+    bench_read_cmd->add_option("--records", bench_read.records,
+                               "Read the records of this index (tiercache index DIR) instead of whole files, shuffled "
+                               "across every shard; with --plan, the plan names them (PATH OFFSET LENGTH)")
+        ->check(CLI::ExistingFile);
     bench_read_cmd->add_flag("--verify", bench_read.verify,
                              "Print the sum of the files' XXH3-64 (order-independent) to compare two trees");
     bench_read_cmd->add_flag("--progress", bench_read.progress, "Show a live progress line on stderr (if it is a terminal)");

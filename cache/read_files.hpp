@@ -1,5 +1,7 @@
-// Reading a list of files whole with N threads: the reader loop behind `bench read` and
-// `warm`, shaped like the reader in REFERENCE.md (open, read 1 MiB chunks, close).
+// Reading a list of files whole, or records (byte ranges) of them, with N threads: the reader
+// loop behind `bench read` and `warm`, shaped like the reader in REFERENCE.md (open, read 1 MiB
+// chunks, close). A record is read with pread from a descriptor the thread keeps open per file,
+// as a loader over tar shards keeps its shards open.
 #pragma once
 
 #include <atomic>
@@ -31,6 +33,14 @@ struct ReadTotals {
     std::uint64_t digest_sum = 0;
 };
 
+// What to read: a whole file, or `length` bytes at `offset` of it.
+struct ReadItem {
+    static constexpr std::uint64_t kWhole = UINT64_MAX;
+    std::filesystem::path path;
+    std::uint64_t offset = 0;
+    std::uint64_t length = kWhole;
+};
+
 // How many failing paths a report names; the rest are only counted.
 inline constexpr std::size_t kFailuresShown = 5;
 
@@ -39,6 +49,8 @@ inline constexpr std::size_t kFailuresShown = 5;
 // buffer and discards the bytes (hashing them first when `digest` is set).
 ReadTotals read_files(const std::vector<std::filesystem::path>& paths, unsigned readers,
                       bool digest, LiveCounts& live);
+// The same for items: a record that ends early (the file is shorter) is a failure (EIO).
+ReadTotals read_items(const std::vector<ReadItem>& items, unsigned readers, bool digest, LiveCounts& live);
 
 // Prints the first failures to stderr, "<command>: cannot read '<path>': <strerror>", and
 // how many more there were.
