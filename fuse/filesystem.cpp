@@ -322,8 +322,10 @@ int Filesystem::do_open(fuse_ino_t ino, fuse_file_info& fi) const {
         fi.keep_cache = 1;
         fi.noflush = 1;
     } else {
-        fi.direct_io = 1;  // every read reaches the cache
-        fi.noflush = 1;    // a read-only open has nothing to flush at close
+        // Every read() reaches the cache; shared maps still work where INIT allowed them
+        // (direct_io_mmap.cpp), their pages the kernel's.
+        fi.direct_io = 1;
+        fi.noflush = 1;  // a read-only open has nothing to flush at close
     }
     return 0;
 }

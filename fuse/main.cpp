@@ -17,6 +17,7 @@
 #include <tiercache/config_file.hpp>
 #include <tiercache/tiercache.hpp>
 
+#include "direct_io_mmap.hpp"
 #include "filesystem.hpp"
 #include "mount_options.hpp"
 #include "metrics_textfile.hpp"
@@ -348,6 +349,9 @@ int main(int argc, char** argv) {
     if (fuse_session_mount(session.se, mountpoint.c_str()) != 0) die("cannot mount on '" + mountpoint + "'");
     session.mounted = true;
     tiercache::log(tiercache::LogLevel::info, "mounted ", origin, " at ", mountpoint);
+    // Direct I/O (kernel cache off) refuses shared maps unless INIT allows them; the kernel's
+    // INIT waits on /dev/fuse until the loop reads it, after this.
+    if (opt.kernel_cache == "off") tiercache::fuse::ask_direct_io_mmap(session.se);
 
     if (fuse_daemonize(opt.foreground ? 1 : 0) != 0) die("cannot go to the background");
     filesystem.set_session(session.se);

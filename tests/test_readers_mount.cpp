@@ -1,11 +1,16 @@
 // Packed datasets (a few large files read by byte range) through a real mount, read by the
 // readers users have: python3-lmdb, python3-h5py, numpy memmaps and Python's tarfile
-// (tests/readers.py), each file larger than the dram tier; and a sparse file larger than the
-// machine's memory.
+// (tests/readers.py), each file larger than the dram tier, with the kernel cache on and off;
+// shared maps with the kernel cache off; and a sparse file larger than the machine's memory.
 #include <catch2/catch.hpp>
 
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <fcntl.h>
 #include <random>
+#include <sys/mman.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include "support.hpp"
@@ -37,6 +42,45 @@ void check_tiers(const nlohmann::json& stats) {
     }
 }
 
+// A file open on the mount and, where it maps, its shared map: both gone before the Mount,
+// on every way out of a test, so that the unmount never finds the file busy.
+struct MappedFile {
+    int fd = -1;
+    void* map = MAP_FAILED;
+    std::size_t size = 0;
+    int map_errno = 0;
+    MappedFile(const path& p, std::size_t n) : fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC)), size(n) {
+        if (fd < 0) return;
+        map = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);  // as LMDB and numpy map
+        map_errno = map == MAP_FAILED ? errno : 0;
+    }
+    ~MappedFile() {
+        if (map != MAP_FAILED) ::munmap(map, size);
+        if (fd >= 0) ::close(fd);
+    }
+    MappedFile(const MappedFile&) = delete;
+    MappedFile& operator=(const MappedFile&) = delete;
+};
+
+std::uint64_t fuse_requests(const nlohmann::json& stats, const char* op) { return stats["fuse"]["requests"][op].get<std::uint64_t>(); }
+
+// Linux 6.6 and later offer FUSE_DIRECT_IO_ALLOW_MMAP: shared maps of direct-I/O files.
+bool kernel_offers_direct_io_mmap() {
+    utsname u{};
+    if (::uname(&u) != 0) return false;
+    int major = 0, minor = 0;
+    if (std::sscanf(u.release, "%d.%d", &major, &minor) != 2) return false;
+    return major > 6 || (major == 6 && minor >= 6);
+}
+
+// What the daemon's log says of mmap with the kernel cache off, checked against the kernel.
+void check_mmap_line(const std::string& log) {
+    if (kernel_offers_direct_io_mmap())
+        CHECK_THAT(log, Catch::Contains("mmap with --kernel-cache off: allowed (FUSE_DIRECT_IO_ALLOW_MMAP)"));
+    else
+        CHECK_THAT(log, Catch::Contains("mmap with --kernel-cache off: shared maps fail with ENODEV"));
+}
+
 }  // namespace readers_test
 
 using namespace readers_test;
@@ -49,8 +93,8 @@ TEST_CASE("LMDB, HDF5, a numpy memmap and a tar shard, each larger than dram, re
     REQUIRE(made.status == 0);
     const std::uint64_t total = bytes_under(origin);
 
-    // As users mount (kernel cache on; LMDB and numpy map the files), then with every read
-    // reaching the cache (direct I/O: the readers that map files are left out here).
+    // As users mount (kernel cache on), then with every read reaching the cache (direct I/O,
+    // whose shared maps LMDB and numpy need: left out where the kernel cannot allow them).
     for (const bool kernel_cache : {true, false}) {
         INFO("kernel cache " << (kernel_cache ? "on" : "off"));
         const path nvme = dir / (kernel_cache ? "nvme-on" : "nvme-off");
@@ -58,10 +102,13 @@ TEST_CASE("LMDB, HDF5, a numpy memmap and a tar shard, each larger than dram, re
         test::Mount mnt(origin, dir / "mnt", {"--dram", "8MiB", "--nvme", nvme.string() + ":256MiB", "--kernel-cache", kernel_cache ? "on" : "off"});
         std::vector<std::string> check = {"/usr/bin/python3", (kSourceDir / "tests/readers.py").string(), "check", origin.string(),
                                           mnt.path().string(), "--passes", "2"};
-        if (!kernel_cache) check.push_back("--no-mmap");
+        if (!kernel_cache && !kernel_offers_direct_io_mmap()) check.push_back("--no-mmap");
         const auto r = test::run(check, 600);
         INFO(r.output);
         CHECK(r.status == 0);
+        if (!kernel_cache) check_mmap_line(mnt.log());
+        if (!kernel_cache && kernel_offers_direct_io_mmap())
+            CHECK_THAT(r.output, Catch::Contains("\"lmdb\"") && Catch::Contains("\"numpy\""));  // both mapped and read
         const auto stats = mnt.stats();
         check_tiers(stats);
         // Two passes over every file: the origin read about once (nvme holds what dram cannot).
@@ -70,6 +117,48 @@ TEST_CASE("LMDB, HDF5, a numpy memmap and a tar shard, each larger than dram, re
         CHECK(origin_bytes <= total * 11 / 10);
         CHECK(stats["tiers"]["nvme"]["hits"].get<std::uint64_t>() + stats["tiers"]["dram"]["hits"].get<std::uint64_t>() > 0);
     }
+}
+
+TEST_CASE("with the kernel cache off a file maps shared, and every read() still reaches the daemon", "[mount][extents][mmap]") {
+    test::TempDir dir;
+    const path origin = dir / "origin";
+    const std::size_t size = 300 * 1024 + 77;
+    const auto bytes = test::make_bytes(5, size);
+    test::write_file(origin / "feats.bin", bytes);
+    test::Mount mnt(origin, dir / "mnt", {"--dram", "16MiB", "--kernel-cache", "off"});
+    MappedFile file(mnt / "feats.bin", size);  // the map's pages are the kernel's to keep
+    REQUIRE(file.fd >= 0);
+    check_mmap_line(mnt.log());
+    if (kernel_offers_direct_io_mmap()) {
+        INFO("mmap: " << std::strerror(file.map_errno));
+        REQUIRE(file.map != MAP_FAILED);
+        CHECK(std::memcmp(file.map, bytes.data(), size) == 0);
+    } else {
+        CHECK(file.map == MAP_FAILED);
+        CHECK(file.map_errno == ENODEV);  // what README.md says users see there
+    }
+    // With the file mapped (its pages in the page cache), each pass of read()s still comes to
+    // the daemon and is served from the dram tier.
+    std::vector<std::uint64_t> reads, hits;
+    for (int pass = 0; pass < 3; ++pass) {
+        const auto stats = mnt.stats();
+        reads.push_back(fuse_requests(stats, "read"));
+        hits.push_back(stats["tiers"]["dram"]["hits"].get<std::uint64_t>());
+        if (pass == 2) break;
+        test::Bytes got(size);
+        std::size_t done = 0;
+        while (done < size) {
+            const ssize_t n = ::pread(file.fd, got.data() + done, size - done, static_cast<off_t>(done));
+            REQUIRE(n > 0);
+            done += static_cast<std::size_t>(n);
+        }
+        CHECK(got == bytes);
+    }
+    INFO("READ requests " << reads[0] << ", " << reads[1] << ", " << reads[2]);
+    CHECK(reads[1] > reads[0]);
+    CHECK(reads[2] - reads[1] == reads[1] - reads[0]);  // the second pass as many as the first
+    CHECK(hits[2] > hits[1]);
+    CHECK(mnt.stats()["origin"]["bytes_read"].get<std::uint64_t>() <= size);  // read from the origin once
 }
 
 TEST_CASE("a sparse file larger than memory reads at random offsets, with the daemon's memory bounded", "[mount][extents]") {
