@@ -212,3 +212,44 @@ TEST_CASE("a sparse file larger than memory reads at random offsets, with the da
     else
         CHECK(peak < (64u << 20) + (160u << 20));
 }
+
+TEST_CASE("WebDataset shards: their members, indexed and shuffled across shards in a record plan, read right through the mount", "[mount][extents][records]") {
+    test::TempDir dir;
+    const path origin = dir / "origin";
+    const auto made = test::run({"/usr/bin/python3", (kSourceDir / "bench/make_shards.py").string(), origin.string(), "--total-bytes",
+                                 std::to_string(12 << 20), "--shard-bytes", std::to_string(3 << 20)}, 120);
+    REQUIRE(made.status == 0);
+    const path index = dir / "index.jsonl";
+    const auto indexed = test::run({TIERCACHE_CLI_BIN, "index", origin.string(), "-o", index.string()}, 120);
+    INFO(indexed.output);
+    REQUIRE(indexed.status == 0);
+    const std::uint64_t total = bytes_under(origin);
+
+    // The origin's digest of every record, then two epochs through the mount, each planned.
+    auto digest_of = [](const test::CommandResult& r) {
+        std::vector<std::string> digests;
+        std::istringstream lines(r.output);
+        for (std::string line; std::getline(lines, line);)
+            if (line.starts_with("{")) digests.push_back(nlohmann::json::parse(line)["digest"].get<std::string>());
+        return digests;
+    };
+    const auto native = test::run({TIERCACHE_CLI_BIN, "bench", "read", origin.string(), "--records", index.string(), "--verify", "--json"}, 300);
+    REQUIRE(native.status == 0);
+    const auto want = digest_of(native);
+    REQUIRE(want.size() == 1);
+
+    const path nvme = dir / "nvme";
+    test::fs::create_directories(nvme);
+    test::Mount mnt(origin, dir / "mnt", {"--dram", "4MiB", "--nvme", nvme.string() + ":64MiB", "--kernel-cache", "off"});
+    const auto through = test::run({TIERCACHE_CLI_BIN, "bench", "read", mnt.path().string(), "--records", index.string(), "--plan",
+                                    "--verify", "--json", "--epochs", "2", "--readers", "4"}, 300);
+    INFO(through.output);
+    REQUIRE(through.status == 0);
+    CHECK(digest_of(through) == std::vector<std::string>{want[0], want[0]});
+    const auto stats = mnt.stats();
+    check_tiers(stats);
+    const auto origin_bytes = stats["origin"]["bytes_read"].get<std::uint64_t>();
+    INFO("origin bytes " << origin_bytes << " for " << total << " bytes of shards");
+    CHECK(origin_bytes <= total * 11 / 10);  // nvme holds what 4 MiB of dram cannot
+    CHECK(stats["tiers"]["nvme"]["hits"].get<std::uint64_t>() > 0);
+}
