@@ -38,7 +38,7 @@
 // Commit: a pending plan is applied when its writer is done, which the daemon learns from
 // (the mount has no open/close notification): an fsync of that open file (its result is the
 // commit's), an open or read of the plan file by the thread that wrote it, or 50 ms without a
-// write to it (a look from any other thread or process leaves a plan still arriving alone).
+// write to it (1 s while the text so far ends inside a line) (a look from any other thread or process leaves a plan still arriving alone).
 // Write the whole text in one go: a plan committed for idleness is closed, and a late
 // continuation fails (EINVAL). At commit the last line without '\n' is parsed too, and the
 // keys are checked as a whole; a failure there drops the plan and shows in last_error. A plan
@@ -93,6 +93,7 @@ namespace tiercache::fuse {
 class PlanFile {
 public:
     static constexpr std::chrono::milliseconds kIdleCommit{50};
+    static constexpr std::chrono::milliseconds kIdleCommitMidLine{1000};  // the text so far ends inside a line
     static constexpr std::chrono::milliseconds kReapEvery{1000};
     static constexpr std::size_t kMaxPending = 64;     // streams still arriving, at most
     static constexpr std::size_t kMaxFinished = 256;   // ended ones kept to answer late writes
@@ -304,7 +305,9 @@ private:
     }
 
     void arm(Stream& s) {  // mutex_ held
-        s.deadline = std::chrono::steady_clock::now() + kIdleCommit;
+        // Text that stops inside a line is a writer cut short mid-write (a loaded machine
+        // can stall it past 50 ms), far more often than a plan whose last line lacks '\n'.
+        s.deadline = std::chrono::steady_clock::now() + (s.parser.mid_line() ? kIdleCommitMidLine : kIdleCommit);
         wake_.notify_all();
     }
 

@@ -149,6 +149,8 @@ public:
     }
 
     int error() const noexcept { return error_; }
+    // The text so far ends inside a line (its '\n' has not come).
+    bool mid_line() const noexcept { return !partial_.empty(); }
     const std::string& error_message() const noexcept { return message_; }
     ParsedPlan take() { return std::move(plan_); }
 
