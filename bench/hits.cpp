@@ -214,8 +214,8 @@ Figures measure(const SampleSet& set, int runs, int passes, std::uint64_t seed, 
     const std::size_t n = set.paths.size();
     const std::uint64_t dram = set.total + set.total / 8 + (64u << 20);
     const std::string name = "bench-hits-" + std::to_string(::getpid());
-    tiercache::Cache owner = tiercache::Cache::open(tiercache::Config{}.origin(set.root).dram(std::to_string(dram)).share(name));
-    tiercache::Cache client = tiercache::Cache::attach(name);
+    tiercache::OwnerCache owner = tiercache::Cache::open(tiercache::Config{}.origin(set.root).dram(std::to_string(dram)).share(name));
+    tiercache::AttachedCache client = tiercache::Cache::attach(name);
     std::vector<tiercache::SampleId> ids(n);
     for (std::size_t i = 0; i < n; ++i) ids[i] = owner.id_of(set.paths[i]);
 

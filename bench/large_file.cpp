@@ -189,7 +189,7 @@ int run(int argc, char** argv) try {
         for (int r = 0; r < runs; ++r) {
             for (const std::uint32_t window : {8u, 0u}) {
                 drop_pages(file);
-                Cache cache(Config{}.origin(origin).dram(std::to_string(size + (64 << 20))).extent(extent).readahead(window),
+                OwnerCache cache(Config{}.origin(origin).dram(std::to_string(size + (64 << 20))).extent(extent).readahead(window),
                             std::make_unique<SlowOrigin>(origin, std::chrono::milliseconds(2)));
                 const SampleId id = cache.id_of("data.bin");
                 std::vector<std::byte> buf(128 * 1024);

@@ -41,7 +41,7 @@ struct Result {
 
 Result run_once(const fs::path& root, std::chrono::microseconds latency, tiercache::LoaderOptions options,
                 std::chrono::microseconds compute) {
-    tiercache::Cache cache(tiercache::Config{}.origin(root).dram("256MiB"), std::make_unique<SlowOrigin>(root, latency));
+    tiercache::OwnerCache cache(tiercache::Config{}.origin(root).dram("256MiB"), std::make_unique<SlowOrigin>(root, latency));
     const tiercache::EpochPlan plan(cache.catalog().size(), 1, 0);
     const auto start = Clock::now();
     tiercache::EpochLoader loader(cache, plan, options);

@@ -83,7 +83,7 @@ int run(int argc, char** argv) try {
     const auto latency = std::chrono::microseconds(static_cast<long>(latency_ms * 1000));
     const auto compute = std::chrono::microseconds(static_cast<long>(compute_ms * 1000));
 
-    tiercache::Cache cache(tiercache::Config{}.origin(root).dram(dram).segment_dir(segment_dir),
+    tiercache::OwnerCache cache(tiercache::Config{}.origin(root).dram(dram).segment_dir(segment_dir),
                            std::make_unique<SlowOrigin>(root, latency));
     const std::size_t samples = cache.catalog().size();
     if (samples == 0) throw std::runtime_error("the dataset '" + root.string() + "' holds no files");

@@ -36,7 +36,7 @@ int run_serve(const ServeOptions& o, bool dram_given, bool policy_given, bool se
     sigaddset(&stop, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &stop, nullptr);
 
-    Cache cache(config);
+    OwnerCache cache(config);
     std::printf("serving cache '%s' of %s: attach with Cache::attach(\"%s\")\n", o.name.c_str(), config.origin().c_str(),
                 o.name.c_str());
     std::fflush(stdout);

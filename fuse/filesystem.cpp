@@ -26,7 +26,7 @@ std::vector<std::byte>& scratch(std::size_t size) {
 
 }  // namespace
 
-Filesystem::Filesystem(Cache& cache, MountOptions options)
+Filesystem::Filesystem(OwnerCache& cache, MountOptions options)
     : cache_(cache),
       options_(options),
       uid_(::getuid()),

@@ -60,7 +60,7 @@ struct MountOptions {
 class Filesystem {
 public:
     // Throws std::invalid_argument naming a bad option.
-    Filesystem(Cache& cache, MountOptions options);
+    Filesystem(OwnerCache& cache, MountOptions options);
     Filesystem(const Filesystem&) = delete;
     Filesystem& operator=(const Filesystem&) = delete;
 
@@ -129,7 +129,7 @@ private:
     fuse_ino_t new_snapshot(ControlFile file, struct stat& attr, pid_t requester);
     bool is_plan(fuse_ino_t ino) const { return is_snapshot_ino(ino) && control_.file(ino) == ControlFile::plan; }
 
-    Cache& cache_;
+    OwnerCache& cache_;
     const MountOptions options_;
     const uid_t uid_;
     const gid_t gid_;

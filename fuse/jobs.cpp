@@ -13,7 +13,7 @@
 
 namespace tiercache::fuse {
 
-Jobs::Jobs(Cache& cache, PrefetchOptions prefetch) : cache_(cache), prefetch_(prefetch) { prefetch_.validate(); }
+Jobs::Jobs(OwnerCache& cache, PrefetchOptions prefetch) : cache_(cache), prefetch_(prefetch) { prefetch_.validate(); }
 
 Jobs::~Jobs() {
     // The plan file has stopped (Filesystem destroys it first): no plan is applied or removed.

@@ -27,7 +27,7 @@ class Jobs {
 public:
     // Each job's prefetcher with these options (threads 0: none). Throws
     // std::invalid_argument naming a bad option.
-    Jobs(Cache& cache, PrefetchOptions prefetch);
+    Jobs(OwnerCache& cache, PrefetchOptions prefetch);
     ~Jobs();  // the prefetchers' threads end (before the cache goes)
     Jobs(const Jobs&) = delete;
     Jobs& operator=(const Jobs&) = delete;
@@ -51,7 +51,7 @@ private:
     void consumed(SampleId id, std::uint64_t offset, std::uint64_t length, ReaderIds reader);  // the reader's job's window moves on
     ReaderIds reader_ids(pid_t tid);               // reader_of(tid), remembered for a second
 
-    Cache& cache_;
+    OwnerCache& cache_;
     const PrefetchOptions prefetch_;
     // A prefetcher per job with a plan, made when its first plan is applied, gone with its plan.
     // Lock order: the plan file's lock (apply_plan and remove_plan are its callbacks), then

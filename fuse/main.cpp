@@ -281,7 +281,7 @@ int main(int argc, char** argv) {
         return 0;
     }
 
-    std::unique_ptr<tiercache::Cache> cache;
+    std::unique_ptr<tiercache::OwnerCache> cache;
     bool caching_off = false;
     try {
         config.validate();
@@ -294,7 +294,7 @@ int main(int argc, char** argv) {
             die("--prefetch-threads " + std::to_string(opt.prefetch_threads) +
                 ": nothing to prefetch into with caching off (--dram 0 and no other tier); give 0 or leave it out");
         if (caching_off) opt.prefetch_threads = 0;
-        cache = std::make_unique<tiercache::Cache>(config);
+        cache = std::make_unique<tiercache::OwnerCache>(config);
     } catch (const std::exception& e) {
         die(e.what());
     }

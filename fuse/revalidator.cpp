@@ -12,7 +12,7 @@
 
 namespace tiercache::fuse {
 
-Revalidator::Revalidator(Cache& cache, double period_s) : cache_(cache), period_s_(period_s) {
+Revalidator::Revalidator(OwnerCache& cache, double period_s) : cache_(cache), period_s_(period_s) {
     if (period_s_ < 0) throw std::invalid_argument("revalidate period must be 0 or more seconds");
     cache_.on_change([this](SampleId id) { changed(id); });
 }

@@ -24,7 +24,7 @@ public:
     // kMaxRevalidationsPerSecond stats a second, so a large dataset's pass takes longer); 0: no
     // background pass (misses' changes are still passed on). Throws std::invalid_argument for
     // a negative period. Takes the cache's on_change until it goes.
-    Revalidator(Cache& cache, double period_s);
+    Revalidator(OwnerCache& cache, double period_s);
     ~Revalidator();
     Revalidator(const Revalidator&) = delete;
     Revalidator& operator=(const Revalidator&) = delete;
@@ -42,7 +42,7 @@ private:
     void loop();                // the revalidation thread
     void changed(SampleId id);  // Cache::on_change: any thread, no lock of the cache held
 
-    Cache& cache_;
+    OwnerCache& cache_;
     const double period_s_;
     // Lock order: revalidate_mutex_ alone (changed() is called with no cache lock held, and
     // the thread lets go of it before calling the cache or the kernel).

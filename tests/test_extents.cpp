@@ -217,8 +217,8 @@ TEST_CASE("an attached client reads a large file's extents from shared memory an
     const std::uint64_t size = 9 * kExtent + 3;
     test::write_file(dir / "big.h5", test::make_bytes(8, size));
     const std::string name = "test-extents-" + std::to_string(::getpid());
-    Cache owner(Config{}.origin(dir.path()).dram("64MiB").extent("256KiB").share(name));
-    Cache client = Cache::attach(name);
+    OwnerCache owner(Config{}.origin(dir.path()).dram("64MiB").extent("256KiB").share(name));
+    AttachedCache client = Cache::attach(name);
     const SampleId id = client.id_of("big.h5");
     // The owner holds extents 2 and 3 to begin with: client reads copy what is resident from
     // shared memory and ask the owner for the rest.
@@ -293,7 +293,7 @@ TEST_CASE("one read across several missing extents fetches them at once, not one
     test::write_file(dir / "records.bin", test::make_bytes(15, size));
     auto origin = std::make_unique<OverlapOrigin>(dir.path());
     OverlapOrigin& seen = *origin;
-    Cache cache(Config{}.origin(dir.path()).dram("64MiB").extent("256KiB").readahead(0), std::move(origin));
+    OwnerCache cache(Config{}.origin(dir.path()).dram("64MiB").extent("256KiB").readahead(0), std::move(origin));
     const SampleId id = cache.id_of("records.bin");
     CHECK(read_range(cache, id, kExtent / 2, 4 * kExtent) == origin_range(dir / "records.bin", kExtent / 2, 4 * kExtent));
     CHECK(seen.most >= 2);  // 5 extents, 50 ms each: the other threads' reads overlap the reader's

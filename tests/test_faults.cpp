@@ -125,7 +125,7 @@ TEST_CASE("origin files changing under readers through the API: each read is one
     History history;
     make_origin(origin, history);
     test::fs::create_directories(dir / "nvme");
-    tiercache::Cache cache(tiercache::Config{}.origin(origin).dram("64MiB").nvme(dir / "nvme", "64MiB"), nullptr);
+    tiercache::OwnerCache cache(tiercache::Config{}.origin(origin).dram("64MiB").nvme(dir / "nvme", "64MiB"), nullptr);
     std::vector<tiercache::SampleId> ids;
     for (int f = 0; f < kFiles; ++f) ids.push_back(cache.id_of(name_of(f)));
 
@@ -317,7 +317,7 @@ TEST_CASE("EIO from the origin through the API: the read fails, nothing wrong is
     auto failing = std::make_unique<FailingOrigin>(origin);
     FailingOrigin& fo = *failing;
     // dram for half the files: the rest go to nvme or bypass, all three miss paths fail.
-    tiercache::Cache cache(tiercache::Config{}.origin(origin).dram("100KiB").policy("noevict").nvme(dir / "nvme", "64MiB"),
+    tiercache::OwnerCache cache(tiercache::Config{}.origin(origin).dram("100KiB").policy("noevict").nvme(dir / "nvme", "64MiB"),
                            std::move(failing));
     std::atomic<std::size_t> verified{0}, errors{0}, wrong{0};
     auto pass = [&](int threads) {

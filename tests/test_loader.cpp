@@ -63,9 +63,9 @@ private:
     std::string failing_;
 };
 
-std::unique_ptr<Cache> slow_cache(const test::fs::path& root, std::chrono::microseconds delay, std::string failing = {},
+std::unique_ptr<OwnerCache> slow_cache(const test::fs::path& root, std::chrono::microseconds delay, std::string failing = {},
                                   std::string dram = "64MiB") {
-    return std::make_unique<Cache>(Config{}.origin(root).dram(std::move(dram)),
+    return std::make_unique<OwnerCache>(Config{}.origin(root).dram(std::move(dram)),
                                    std::make_unique<SlowOrigin>(root, delay, std::move(failing)));
 }
 

@@ -301,7 +301,7 @@ TEST_CASE("a reader does not wait behind the prefetch of other samples", "[plan]
     const std::string last_path = std::string(Cache::open(Config{}.origin(dir.path()).dram("1MiB")).catalog().path(plan[kSamples - 1]));
     auto gated = std::make_unique<GatedOrigin>(dir.path(), last_path);
     GatedOrigin& origin = *gated;
-    Cache cache(Config{}.origin(dir.path()).dram("16MiB"), std::move(gated));
+    OwnerCache cache(Config{}.origin(dir.path()).dram("16MiB"), std::move(gated));
     cache.set_plan(plan);
     {
         Prefetcher prefetcher(cache, PrefetchOptions{}.threads(2).window_samples(8));

@@ -209,8 +209,8 @@ TEST_CASE("records: an attached client's record plan and prefetch reach the owne
     test::TempDir dir;
     test::write_file(dir / "s.tar", test::make_bytes(8, 16 * kShardExtent));
     const std::string name = "test-records-" + std::to_string(::getpid());
-    Cache owner(Config{}.origin(dir.path()).dram("16MiB").extent("64KiB").share(name));
-    Cache client = Cache::attach(name);
+    OwnerCache owner(Config{}.origin(dir.path()).dram("16MiB").extent("64KiB").share(name));
+    AttachedCache client = Cache::attach(name);
     const std::vector<Record> records = cut(client.catalog(), 0, kRecordBytes);
     client.set_plan(records);
     CHECK(owner.stats().plan_samples == records.size());

@@ -50,8 +50,8 @@ TEST_CASE("an attached client reads the owner's bytes, from shared memory once t
     test::TempDir dir;
     const auto files = make_dataset_bytes(dir.path(), 60);
     const std::string name = unique_name("read");
-    Cache owner(Config{}.origin(dir.path()).dram("64MiB").share(name));
-    Cache client = Cache::attach(name);
+    OwnerCache owner(Config{}.origin(dir.path()).dram("64MiB").share(name));
+    AttachedCache client = Cache::attach(name);
     REQUIRE(client.attached());
     REQUIRE(client.catalog().size() == files.size());
 
@@ -85,7 +85,7 @@ TEST_CASE("clients and the owner read correct bytes while the dram tier evicts u
     const auto files = make_dataset_bytes(dir.path(), 200);
     const std::string name = unique_name("evict");
     // Room for a quarter: every round evicts, and clients copy bytes the owner frees and reuses.
-    Cache owner(Config{}.origin(dir.path()).dram(std::to_string(total_bytes(files) / 4)).policy("lru").share(name));
+    OwnerCache owner(Config{}.origin(dir.path()).dram(std::to_string(total_bytes(files) / 4)).policy("lru").share(name));
     std::vector<std::string> rels;
     for (const auto& [rel, bytes] : files) rels.push_back(rel);
 
@@ -94,9 +94,9 @@ TEST_CASE("clients and the owner read correct bytes while the dram tier evicts u
     for (int t = 0; t < 6; ++t) {
         readers.emplace_back([&, t] {
             try {
-                std::unique_ptr<Cache> attached;
-                if (t % 2 == 0) attached.reset(new Cache(Cache::attach(name)));  // Cache is not movable
-                Cache& cache = t % 2 == 0 ? *attached : owner;
+                std::unique_ptr<AttachedCache> attached;
+                if (t % 2 == 0) attached.reset(new AttachedCache(Cache::attach(name)));  // Cache is not movable
+                Cache& cache = t % 2 == 0 ? static_cast<Cache&>(*attached) : owner;
                 std::mt19937 rng(static_cast<unsigned>(t));
                 for (int i = 0; i < 1500; ++i) {
                     const std::string& rel = rels[rng() % rels.size()];
@@ -117,11 +117,11 @@ TEST_CASE("each job registers its plan with the owner, and a job's plan goes wit
     test::TempDir dir;
     const auto files = make_dataset_bytes(dir.path(), 40);
     const std::string name = unique_name("plans");
-    Cache owner(Config{}.origin(dir.path()).dram("64MiB").share(name));
+    OwnerCache owner(Config{}.origin(dir.path()).dram("64MiB").share(name));
     owner.set_plan(EpochPlan(files.size(), 1, 0));
     {
-        Cache a = Cache::attach(name);
-        Cache b = Cache::attach(name);
+        AttachedCache a = Cache::attach(name);
+        AttachedCache b = Cache::attach(name);
         a.set_plan(EpochPlan(files.size(), 2, 0));
         b.set_plan(EpochPlan(files.size(), 3, 0));
         const Stats s = owner.stats();
@@ -140,8 +140,8 @@ TEST_CASE("an EpochLoader works over an attached client", "[shared]") {
     test::TempDir dir;
     const auto files = make_dataset_bytes(dir.path(), 50);
     const std::string name = unique_name("loader");
-    Cache owner(Config{}.origin(dir.path()).dram("64MiB").share(name));
-    Cache client = Cache::attach(name);
+    OwnerCache owner(Config{}.origin(dir.path()).dram("64MiB").share(name));
+    AttachedCache client = Cache::attach(name);
     const EpochPlan plan(files.size(), 5, 0);
     EpochLoader loader(client, plan, {.batch = 7, .depth = 3, .threads = 3});
     std::size_t seen = 0;
@@ -163,8 +163,8 @@ TEST_CASE("a client whose owner closed gets OwnerGone, not a hang", "[shared]") 
     test::TempDir dir;
     const auto files = make_dataset_bytes(dir.path(), 10);
     const std::string name = unique_name("closed");
-    auto owner = std::make_unique<Cache>(Config{}.origin(dir.path()).dram("64MiB").share(name));
-    Cache client = Cache::attach(name);
+    auto owner = std::make_unique<OwnerCache>(Config{}.origin(dir.path()).dram("64MiB").share(name));
+    AttachedCache client = Cache::attach(name);
     const SampleId id = client.id_of(files.begin()->first);
     REQUIRE(read_all(client, id) == files.begin()->second);
     owner.reset();
@@ -177,8 +177,8 @@ TEST_CASE("a client whose owner closed gets OwnerGone, not a hang", "[shared]") 
     }
     CHECK_THROWS_AS(client.stats(), OwnerGone);
     // The name is free again: a new owner serves it, and a new client attaches.
-    Cache again(Config{}.origin(dir.path()).dram("64MiB").share(name));
-    Cache fresh = Cache::attach(name);
+    OwnerCache again(Config{}.origin(dir.path()).dram("64MiB").share(name));
+    AttachedCache fresh = Cache::attach(name);
     CHECK(read_all(fresh, id) == files.begin()->second);
 }
 
@@ -186,11 +186,11 @@ TEST_CASE("shared caches refuse what they cannot do, with a message naming it", 
     test::TempDir dir;
     make_dataset_bytes(dir.path(), 5);
     const std::string name = unique_name("refuse");
-    Cache owner(Config{}.origin(dir.path()).dram("64MiB").share(name));
+    OwnerCache owner(Config{}.origin(dir.path()).dram("64MiB").share(name));
 
     SECTION("a second owner of the name") {
         try {
-            Cache second(Config{}.origin(dir.path()).dram("64MiB").share(name));
+            OwnerCache second(Config{}.origin(dir.path()).dram("64MiB").share(name));
             FAIL("two owners");
         } catch (const std::runtime_error& e) {
             CHECK_THAT(e.what(), Catch::Contains("already served by pid " + std::to_string(::getpid())));
@@ -239,7 +239,7 @@ TEST_CASE("shared caches refuse what they cannot do, with a message naming it", 
         CHECK_THROWS_WITH(SegmentMapping(file, 64), Catch::Contains("version " + std::to_string(kSegmentVersion + 1)));
     }
     SECTION("a hostile client is dropped, and the others go on") {
-        Cache good = Cache::attach(name);
+        AttachedCache good = Cache::attach(name);
         const auto paths = SharePaths::of("/dev/shm", name);
         for (int kind = 0; kind < 4; ++kind) {
             const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -265,7 +265,7 @@ TEST_CASE("a group opens a shared cache's files to its members", "[shared]") {
     test::TempDir dir;
     make_dataset_bytes(dir.path(), 5);
     const std::string name = unique_name("group");
-    Cache owner(Config{}.origin(dir.path()).dram("64MiB").share(name).share_group("root"));
+    OwnerCache owner(Config{}.origin(dir.path()).dram("64MiB").share(name).share_group("root"));
     const auto paths = SharePaths::of("/dev/shm", name);
     for (const auto& [p, mode] : {std::pair{paths.segment, 0640}, std::pair{paths.socket, 0660}}) {
         struct stat st {};
@@ -281,15 +281,15 @@ TEST_CASE("an owner removes the files of shares whose owner died", "[shared]") {
     // What kill -9 leaves: the segment, the socket's name and an unlocked lock file.
     const auto dead = SharePaths::of(shm.path(), "dead");
     for (const auto& p : {dead.segment, dead.socket, dead.lock}) test::write_file(p, test::make_bytes(1, 100));
-    Cache owner(Config{}.origin(data.path()).dram("64MiB").segment_dir(shm.path()).share("alive"));
+    OwnerCache owner(Config{}.origin(data.path()).dram("64MiB").segment_dir(shm.path()).share("alive"));
     CHECK_FALSE(test::fs::exists(dead.segment));
     CHECK_FALSE(test::fs::exists(dead.socket));
     CHECK_FALSE(test::fs::exists(dead.lock));
     // A live owner's files stay when another owner starts.
     const auto alive = SharePaths::of(shm.path(), "alive");
-    Cache other(Config{}.origin(data.path()).dram("64MiB").segment_dir(shm.path()).share("other"));
+    OwnerCache other(Config{}.origin(data.path()).dram("64MiB").segment_dir(shm.path()).share("other"));
     CHECK(test::fs::exists(alive.segment));
     CHECK(test::fs::exists(alive.lock));
-    Cache client = Cache::attach("alive", {.dir = shm.path()});
+    AttachedCache client = Cache::attach("alive", {.dir = shm.path()});
     CHECK(client.catalog().size() == 5);
 }

@@ -181,7 +181,7 @@ TEST_CASE("when the owner is killed, clients fail within a bounded time, and a r
     std::this_thread::sleep_for(std::chrono::milliseconds(5500));
 
     Child reader(api_job(name, origin, 2, {"--loop", "--owner-timeout-ms", "1000"}), dir / "reader.out");
-    Cache client = Cache::attach(name, {.dir = "/dev/shm", .owner_timeout = std::chrono::milliseconds(1000)});
+    AttachedCache client = Cache::attach(name, {.dir = "/dev/shm", .owner_timeout = std::chrono::milliseconds(1000)});
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
     owner->kill(SIGKILL);
     REQUIRE(owner->wait(10) == 128 + SIGKILL);

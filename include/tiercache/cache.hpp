@@ -1,6 +1,6 @@
 // The cache: a sample's way from the origin to a reader, top to bottom.
 //
-//   Cache::read / read_chunk / acquire / prefetch, each through locate():
+//   OwnerCache::read / read_chunk / acquire / prefetch, each through locate():
 //     1. a memory tier holds it (dram, then pmem, cxl)?  pin it, copy from (or hand out) its
 //        bytes; a hit below dram may promote it, as that tier's policy says      -> hit
 //     2. the nvme tier holds it?   read it whole, verify its checksum, promote it
@@ -27,9 +27,11 @@
 // publishes nothing), and takes the new mtime when the size is the same (later reads get the
 // new bytes); a file deleted, resized or no longer a regular file fails its reads with EIO.
 //
-// Shared (Config::share): the process that opens the cache owns it; other processes join
-// with Cache::attach(name) and read the dram tier straight from the shared segment, asking
-// the owner for the rest (client.hpp, owner.hpp). Every public call below works on both.
+// Shared (Config::share): the process that opens the cache owns it (OwnerCache); other
+// processes join with Cache::attach(name) (AttachedCache) and read the dram tier straight from
+// the shared segment, asking the owner for the rest (client.hpp, owner.hpp). Loaders, the
+// prefetcher and readers take a Cache&, which is either; what only the owner can do
+// (revalidate, flush, every job's plans, zero-copy pins) is OwnerCache's.
 #pragma once
 #include <cstring>
 #include <ctime>
@@ -75,18 +77,150 @@ struct Chunk {
     bool waited = false;
 };
 
+class OwnerCache;
+class AttachedCache;
+
+// What a loader, a prefetcher or a reader reads through: a cache this process owns
+// (OwnerCache: Cache::open) or one another process owns and this one joined (AttachedCache:
+// Cache::attach). Both hold the catalog; what only an owner can do (revalidate, flush, the
+// jobs' plans, zero-copy pins) is OwnerCache's alone, so no call silently does nothing.
 class Cache {
 public:
     // Scans the origin and builds the tiers. Throws std::invalid_argument for a bad config
     // and std::runtime_error when the origin cannot be scanned or a tier made.
-    static Cache open(const Config& config) { return Cache(config); }
-
+    static OwnerCache open(const Config& config);
     // Joins the shared cache `name` that another process owns. Throws OwnerGone when none
     // serves it, std::runtime_error when this user may not join or the versions differ.
-    static Cache attach(const std::string& name, AttachOptions options = {}) { return Cache(name, std::move(options)); }
+    static AttachedCache attach(const std::string& name, AttachOptions options = {});
+
+    virtual ~Cache() = default;
+    Cache(const Cache&) = delete;
+    Cache& operator=(const Cache&) = delete;
+
+    const Catalog& catalog() const noexcept { return catalog_; }
+    // Whether this process joined another's cache (attach) rather than owning it.
+    virtual bool attached() const noexcept = 0;
+
+    // Throws UnknownSample for an id outside the catalog.
+    std::uint64_t size(SampleId id) const {
+        check(id);
+        return catalog_.size_of(id);
+    }
+
+    // The id of a relative path ("class/file.jpg"), or UnknownSample naming it.
+    SampleId id_of(std::string_view relpath) const {
+        if (auto id = catalog_.find(relpath)) return *id;
+        throw UnknownSample("no sample '" + std::string(relpath) + "' in " + where());
+    }
+
+    // Copies bytes [offset, offset + dest.size()) of sample `id` into dest; returns how many
+    // (fewer only at the end of the sample). Throws UnknownSample or OriginError.
+    virtual std::size_t read(SampleId id, std::uint64_t offset, std::span<std::byte> dest) = 0;
+
+    // Copies record `r` (its first dest.size() bytes, if fewer) into dest; returns how many.
+    // Throws UnknownSample for a file outside the catalog, std::invalid_argument for a range
+    // outside its file (record.hpp), OriginError as read() does.
+    std::size_t read(const Record& r, std::span<std::byte> dest) {
+        check(r.file);
+        check_record(catalog_, r);
+        return read(r.file, r.offset, dest.first(static_cast<std::size_t>(std::min<std::uint64_t>(dest.size(), r.length))));
+    }
+
+    // Like read(), without a copy when the bytes lie in one extent held in a memory tier.
+    // `scratch` (at least the length wanted) receives them otherwise.
+    virtual Chunk read_chunk(SampleId id, std::uint64_t offset, std::span<std::byte> scratch) = 0;
+
+    // ---- plans and prefetch ----------------------------------------------------------------
+
+    // Tells the plan-aware policy this epoch's order and, for a seeded plan, the next one's.
+    // Replaces any plan before; reads from here on count as this epoch's. Ids outside the
+    // catalog are left out.
+    void set_plan(const EpochPlan& plan) {
+        const std::optional<EpochPlan> next = plan.next_epoch();
+        set_plan(plan.order(), next ? next->order() : std::span<const SampleId>{});
+    }
+    void set_plan(std::span<const SampleId> current, std::span<const SampleId> next = {}) {
+        set_plan(std::span<const Record>(whole_files(current)), whole_files(next));
+    }
+    // A plan of records (a shard's members, an LMDB's values...): `plan`'s order, and the next
+    // epoch's for a seeded plan, as positions into `records`. Throws std::invalid_argument
+    // when the plan is not over records.size() positions.
+    void set_plan(const EpochPlan& plan, std::span<const Record> records) {
+        const std::optional<EpochPlan> next = plan.next_epoch();
+        set_plan(std::span<const Record>(records_in_order(plan, records)), next ? records_in_order(*next, records) : std::vector<Record>{});
+    }
+    // This epoch's records in read order, and the next one's when known: this process's plan
+    // (the owner serves the union of every job's). Throws std::invalid_argument naming the
+    // first record outside the catalog (record.hpp).
+    virtual void set_plan(std::span<const Record> current, std::span<const Record> next = {}) = 0;
+    // Back to no plan from this process: the plan policy acts as no-evict if no other job has one.
+    virtual void clear_plan() = 0;
+
+    enum class Prefetched { resident, fetched, raced, rejected };  // resident must stay 0 (client.hpp)
+
+    // Brings `id` (each of its extents) into the fastest memory tier whose policy takes it,
+    // from nvme or the origin, without counting it as read. Does not wait for a fetch in
+    // flight (raced), nor read what no tier would keep (rejected). Throws OriginError as reads
+    // do. Of several extents: fetched if any was, else raced, rejected, resident in that order.
+    Prefetched prefetch(SampleId id) {
+        check(id);
+        return prefetch(whole_file(catalog_, id));
+    }
+    // The same for the extents record `r` touches. Throws as read(record) does.
+    virtual Prefetched prefetch(const Record& r) = 0;
+
+    // Each file of `ids` whole, ids outside the catalog left out.
+    std::vector<Record> whole_files(std::span<const SampleId> ids) const {
+        std::vector<Record> out;
+        out.reserve(ids.size());
+        for (const SampleId id : ids)
+            if (catalog_.contains(id)) out.push_back(whole_file(catalog_, id));
+        return out;
+    }
+
+    LoaderCounters& loader_counters() noexcept { return loader_counters_; }
+    PrefetchCounters& prefetch_counters() noexcept { return prefetch_counters_; }
+
+    // The owner's counters (shared by every job) and this process's loader and prefetch ones.
+    virtual Stats stats() const = 0;
+
+protected:
+    Cache() = default;
+
+    // Where the catalog came from, for messages.
+    virtual std::string where() const = 0;
+
+    void check(SampleId id) const {
+        if (!catalog_.contains(id))
+            throw UnknownSample("sample id " + std::to_string(id) + " out of range (catalog holds " +
+                                std::to_string(catalog_.size()) + ")");
+    }
+    void check_records(std::span<const Record> current, std::span<const Record> next) const {
+        for (const auto& list : {current, next})
+            for (const Record& r : list) check_record(catalog_, r);
+    }
+    // This process's loader counters into `s`.
+    void add_loader_counters(Stats& s) const {
+        const LoaderCounters& l = loader_counters_;
+        s.loader_batches = l.batches.load(), s.loader_samples = l.samples.load(), s.loader_bytes = l.bytes.load();
+        s.loader_wait_ns = l.wait_ns.load(), s.loader_held_ns = l.held_ns.load();
+    }
+
+    Catalog catalog_;                     // set by the constructor of each kind
+    LoaderCounters loader_counters_;      // this process's
+    PrefetchCounters prefetch_counters_;  // this process's prefetchers'
+};
+
+// The cache this process owns: the tiers, the catalog's segment, the origin, and (shared) the
+// channel attached clients ask.
+class OwnerCache final : public Cache {
+public:
+    using Cache::prefetch;
+    using Cache::read;
+    using Cache::set_plan;
 
     // For tests: read through `origin` (a slow or failing double) instead of the config's.
-    Cache(const Config& config, std::unique_ptr<Origin> origin) : config_(config) {
+    OwnerCache(const Config& config, std::unique_ptr<Origin> origin) : config_(config) {
         config_.validate();
         origin_ = origin ? std::move(origin) : std::make_unique<Origin>(config_.origin());
         const ScanResult scan = scan_origin(config_.origin(), config_.hidden_at_root());
@@ -142,14 +276,12 @@ public:
                 access.group ? " (group " + config_.share_group() + " may attach)" : " (this user only)");
         }
     }
-    explicit Cache(const Config& config) : Cache(config, nullptr) {}
-    Cache(const Cache&) = delete;
-    Cache& operator=(const Cache&) = delete;
+    explicit OwnerCache(const Config& config) : OwnerCache(config, nullptr) {}
+    ~OwnerCache() override = default;
 
-    const Catalog& catalog() const noexcept { return catalog_; }
     const Config& config() const noexcept { return config_; }
+    bool attached() const noexcept override { return false; }
 
-    // Throws UnknownSample for an id outside the catalog.
     // A shared cache's owner starts answering clients (done by open unless Config::serve_later).
     void serve() {
         if (!channel_) return;
@@ -157,47 +289,17 @@ public:
         channel_->start();
     }
 
-    // Whether this process joined another's cache (attach) rather than owning it.
-    bool attached() const noexcept { return client_ != nullptr; }
-
-    std::uint64_t size(SampleId id) const {
-        check(id);
-        return catalog_.size_of(id);
-    }
-
-    // The id of a relative path ("class/file.jpg"), or UnknownSample naming it.
-    SampleId id_of(std::string_view relpath) const {
-        if (auto id = catalog_.find(relpath)) return *id;
-        throw UnknownSample("no sample '" + std::string(relpath) + "' in " +
-                            (client_ ? "shared cache '" + client_->name() + "'" : config_.origin().string()));
-    }
-
-    // Copies bytes [offset, offset + dest.size()) of sample `id` into dest; returns how many
-    // (fewer only at the end of the sample). Throws UnknownSample or OriginError.
-    std::size_t read(SampleId id, std::uint64_t offset, std::span<std::byte> dest) {
-        if (client_) return client_->read(id, offset, dest.first(std::min<std::uint64_t>(dest.size(), size(id) - std::min(offset, size(id)))));
+    std::size_t read(SampleId id, std::uint64_t offset, std::span<std::byte> dest) override {
         Chunk chunk = read_chunk(id, offset, dest);
         if (!chunk.bytes.empty() && chunk.bytes.data() != dest.data())
             std::memcpy(dest.data(), chunk.bytes.data(), chunk.bytes.size());
         return chunk.bytes.size();
     }
 
-    // Copies record `r` (its first dest.size() bytes, if fewer) into dest; returns how many.
-    // Throws UnknownSample for a file outside the catalog, std::invalid_argument for a range
-    // outside its file (record.hpp), OriginError as read() does.
-    std::size_t read(const Record& r, std::span<std::byte> dest) {
-        check(r.file);
-        check_record(catalog_, r);
-        return read(r.file, r.offset, dest.first(static_cast<std::size_t>(std::min<std::uint64_t>(dest.size(), r.length))));
-    }
-
-    // Like read(), without a copy when the bytes lie in one extent held in a memory tier.
-    // `scratch` (at least the length wanted) receives them otherwise.
-    Chunk read_chunk(SampleId id, std::uint64_t offset, std::span<std::byte> scratch) {
+    Chunk read_chunk(SampleId id, std::uint64_t offset, std::span<std::byte> scratch) override {
         const std::uint64_t size = this->size(id);
         if (offset >= size || scratch.empty()) return {};
         const std::size_t length = static_cast<std::size_t>(std::min<std::uint64_t>(scratch.size(), size - offset));
-        if (client_) return {{}, scratch.first(client_->read(id, offset, scratch.first(length)))};
         if (readahead_) readahead_->observe(id, offset, length);
         const ExtentId first = catalog_.extent_at(id, offset), last = catalog_.extent_at(id, offset + length - 1);
         if (first == last) return read_part(first, offset - catalog_.extent_start(first), scratch.first(length));
@@ -224,12 +326,12 @@ public:
     }
 
     // The whole sample pinned in a memory tier (zero-copy), bringing it in if a tier's policy
-    // admits it; empty when it stays out, when it is larger than one extent (no tier holds it
-    // in one piece), and always for an attached client, which pins nothing (a pin outliving a
-    // killed client would hold the bytes forever): read() then.
+    // admits it; empty when it stays out, or when it is larger than one extent (no tier holds
+    // it in one piece): read() then. (An attached client pins nothing: a pin outliving a
+    // killed client would hold the bytes forever.)
     SampleRef acquire(SampleId id) {
         check(id);
-        if (client_ || catalog_.extents_of(id) != 1) return {};
+        if (catalog_.extents_of(id) != 1) return {};
         const ExtentId e = catalog_.first_extent(id);
         next_use_->consume(e, 0, catalog_.extent_length(e) + 1);  // a read of it all: any one use
         Found found = locate(e, {.read_bytes = catalog_.extent_length(e)});
@@ -245,10 +347,9 @@ public:
     // catalog takes the new mtime, so the next read fetches the new bytes. Gone (deleted, another size, not a
     // regular file): every tier drops it, and its reads fail with EIO until the file is back
     // as catalogued. A change is reported once, to on_change's callback, after the locks are
-    // let go. An attached client's calls do nothing: the owner revalidates.
+    // let go.
     Revalidated revalidate(SampleId id) {
         check(id);
-        if (client_) return Revalidated::unchanged;
         struct stat st {};
         const int err = origin_->stat(catalog_.path(id), st);
         const bool same_size = err == 0 && S_ISREG(st.st_mode) && static_cast<std::uint64_t>(st.st_size) == catalog_.size_of(id);
@@ -294,37 +395,10 @@ public:
 
     // ---- plans and prefetch ----------------------------------------------------------------
 
-    // Tells the plan-aware policy this epoch's order and, for a seeded plan, the next one's.
-    // Replaces any plan before; reads from here on count as this epoch's. Ids outside the
-    // catalog are left out.
-    void set_plan(const EpochPlan& plan) {
-        const std::optional<EpochPlan> next = plan.next_epoch();
-        set_plan(plan.order(), next ? next->order() : std::span<const SampleId>{});
-    }
-    void set_plan(std::span<const SampleId> current, std::span<const SampleId> next = {}) {
-        set_plan(std::span<const Record>(whole_files(current)), whole_files(next));
-    }
-    // A plan of records (a shard's members, an LMDB's values...): `plan`'s order, and the next
-    // epoch's for a seeded plan, as positions into `records`. Throws std::invalid_argument
-    // when the plan is not over records.size() positions.
-    void set_plan(const EpochPlan& plan, std::span<const Record> records) {
-        const std::optional<EpochPlan> next = plan.next_epoch();
-        set_plan(std::span<const Record>(records_in_order(plan, records)), next ? records_in_order(*next, records) : std::vector<Record>{});
-    }
-    // This epoch's records in read order, and the next one's when known. Throws
-    // std::invalid_argument naming the first record outside the catalog (record.hpp).
-    void set_plan(std::span<const Record> current, std::span<const Record> next = {}) {
-        if (client_) {  // the owner keeps it as this job's
-            check_records(current, next);
-            return client_->set_plan(current, next);
-        }
+    void set_plan(std::span<const Record> current, std::span<const Record> next = {}) override {
         set_plan(NextUse::kLocalJob, current, next);
     }
-    // Back to no plan from this process: the plan policy acts as no-evict if no other job has one.
-    void clear_plan() {
-        if (client_) return client_->clear_plan();
-        remove_plan(NextUse::kLocalJob);
-    }
+    void clear_plan() override { remove_plan(NextUse::kLocalJob); }
 
     // The owner's view: each job's plan, whose union the plan policy serves (a sample's next
     // use is its soonest across jobs). The mount keys jobs by the pid writing its plan file;
@@ -333,28 +407,12 @@ public:
         set_plan(job, std::span<const Record>(whole_files(current)), whole_files(next));
     }
     void set_plan(JobId job, std::span<const Record> current, std::span<const Record> next) {
-        if (client_) throw std::logic_error("set_plan(job, ...) is the owner's: an attached client registers its own with set_plan(plan)");
         check_records(current, next);
         next_use_->set(job, uses_in_order(current), uses_in_order(next), current.size());
         log(LogLevel::debug, "plan of job ", job, ": ", current.size(), " records this epoch", next.empty() ? "" : ", next epoch's known");
     }
     void remove_plan(JobId job) {
-        if (client_) throw std::logic_error("remove_plan(job) is the owner's: an attached client uses clear_plan()");
         next_use_->remove(job);
-    }
-
-    void check_records(std::span<const Record> current, std::span<const Record> next) const {
-        for (const auto& list : {current, next})
-            for (const Record& r : list) check_record(catalog_, r);
-    }
-
-    // Each file of `ids` whole, ids outside the catalog left out.
-    std::vector<Record> whole_files(std::span<const SampleId> ids) const {
-        std::vector<Record> out;
-        out.reserve(ids.size());
-        for (const SampleId id : ids)
-            if (catalog_.contains(id)) out.push_back(whole_file(catalog_, id));
-        return out;
     }
 
     // The extents each record touches, in order, each used from the record's first byte in it
@@ -370,21 +428,9 @@ public:
         return out;
     }
 
-    enum class Prefetched { resident, fetched, raced, rejected };  // resident must stay 0 (client.hpp)
-
-    // Brings `id` (each of its extents) into the fastest memory tier whose policy takes it,
-    // from nvme or the origin, without counting it as read. Does not wait for a fetch in
-    // flight (raced), nor read what no tier would keep (rejected). Throws OriginError as reads
-    // do. Of several extents: fetched if any was, else raced, rejected, resident in that order.
-    Prefetched prefetch(SampleId id) {
-        check(id);
-        return prefetch(whole_file(catalog_, id));
-    }
-    // The same for the extents record `r` touches. Throws as read(record) does.
-    Prefetched prefetch(const Record& r) {
+    Prefetched prefetch(const Record& r) override {
         check(r.file);
         check_record(catalog_, r);
-        if (client_) return static_cast<Prefetched>(client_->prefetch(r));
         bool fetched = false, raced = false, rejected = false;
         const ExtentId first = catalog_.extent_at(r.file, r.offset);
         const ExtentId last = r.length == 0 ? first : catalog_.extent_at(r.file, r.offset + r.length - 1);
@@ -397,48 +443,32 @@ public:
         return fetched ? Prefetched::fetched : raced ? Prefetched::raced : rejected ? Prefetched::rejected : Prefetched::resident;
     }
 
-    LoaderCounters& loader_counters() noexcept { return loader_counters_; }
-    PrefetchCounters& prefetch_counters() noexcept { return prefetch_counters_; }
-
     // Writes the nvme tier's index, so that a restart finds it warm (also done on close).
     void flush() {
-        if (nvme_) nvme_->flush();  // an attached client has none: its owner saves it
+        if (nvme_) nvme_->flush();
     }
 
     // The XXH3-64 checksum taken when the sample's first extent (a small file's only one)
     // entered the cache, if a memory tier holds it.
     std::optional<std::uint64_t> resident_checksum(SampleId id) {
         check(id);
-        if (client_) return std::nullopt;  // known to the owner
         for (auto& tier : memory_)
             if (auto sum = tier->checksum(catalog_.first_extent(id))) return sum;
         return std::nullopt;
     }
 
-    // The owner's counters (shared by every job) and this process's loader and prefetch ones.
-    Stats stats() const {
-        Stats s = client_ ? client_->stats() : owner_stats();
-        const LoaderCounters& l = loader_counters_;
-        s.loader_batches = l.batches.load(), s.loader_samples = l.samples.load(), s.loader_bytes = l.bytes.load();
-        s.loader_wait_ns = l.wait_ns.load(), s.loader_held_ns = l.held_ns.load();
-        if (client_) {  // the owner's prefetch counters are for its own prefetchers
-            const PrefetchCounters& p = prefetch_counters_;
-            s.prefetch_issued = p.issued.load(), s.prefetch_fetched = p.fetched.load(), s.prefetch_resident = p.resident.load();
-            s.prefetch_raced = p.raced.load(), s.prefetch_rejected = p.rejected.load(), s.prefetch_errors = p.errors.load();
-            s.prefetch_bytes = p.bytes.load();
-        }
+    Stats stats() const override {
+        Stats s = owner_stats();
+        add_loader_counters(s);
         return s;
     }
 
 private:
-    // An attached client.
-    Cache(const std::string& name, AttachOptions options) : client_(std::make_unique<CacheClient>(name, std::move(options))) {
-        catalog_ = client_->catalog();
-    }
+    std::string where() const override { return config_.origin().string(); }
 
     // What the channel asks of the owner.
     struct Service final : OwnerService {
-        explicit Service(Cache& c) : cache(c) {}
+        explicit Service(OwnerCache& c) : cache(c) {}
         std::size_t samples() const override { return cache.catalog_.size(); }
         std::size_t read(SampleId id, std::uint64_t offset, std::span<std::byte> dest) override { return cache.read(id, offset, dest); }
         std::uint32_t prefetch(const Record& r) override { return static_cast<std::uint32_t>(cache.prefetch(r)); }
@@ -469,7 +499,7 @@ private:
             saved_changes = changes;
         }
         std::uint64_t saved_changes = 0;  // the heartbeat thread's alone
-        Cache& cache;
+        OwnerCache& cache;
     };
 
     Stats owner_stats() const {
@@ -520,12 +550,6 @@ private:
         }
         memory_.push_back(std::make_unique<MemoryTier>(t.name(), *segment_, catalog_, *regions_.back(), base, capacity,
                                                        make_policy(config_.policy(), catalog_.extent_count(), *next_use_)));
-    }
-
-    void check(SampleId id) const {
-        if (!catalog_.contains(id))
-            throw UnknownSample("sample id " + std::to_string(id) + " out of range (catalog holds " +
-                                std::to_string(catalog_.size()) + ")");
     }
 
     // ---- finding an extent: memory -> nvme -> the origin ----------------------------------
@@ -693,7 +717,7 @@ private:
     // since a copy of a changed file is never promoted (versions_) and never written (below).
     class Placement {
     public:
-        explicit Placement(Cache& cache) : cache_(cache), lock_(cache.placement_mutex_) {}
+        explicit Placement(OwnerCache& cache) : cache_(cache), lock_(cache.placement_mutex_) {}
         Placement(const Placement&) = delete;
         Placement& operator=(const Placement&) = delete;
         ~Placement() {
@@ -704,7 +728,7 @@ private:
         }
 
     private:
-        Cache& cache_;
+        OwnerCache& cache_;
         std::unique_lock<std::mutex> lock_;
     };
 
@@ -941,11 +965,9 @@ private:
     }
 
     Config config_;
-    std::unique_ptr<CacheClient> client_;                // attached: everything below the catalog is the owner's
     std::unique_ptr<OwnerLock> owner_lock_;              // shared: this process's claim on the name
     std::unique_ptr<Origin> origin_;
-    std::unique_ptr<Segment> segment_;                   // catalog, slots, counters, dram bytes
-    Catalog catalog_;
+    std::unique_ptr<Segment> segment_;                   // catalog (catalog_ views it), slots, counters, dram bytes
     OriginCounters* origin_counters_ = nullptr;          // in the segment
     std::atomic<std::uint32_t>* fetching_ = nullptr;     // in the segment: 1 while a miss reads the sample
     // Per sample, this process's: bumped (under placement_mutex_) when revalidate finds its
@@ -957,8 +979,6 @@ private:
     std::vector<std::unique_ptr<MemoryRegion>> regions_; // one per memory tier
     std::vector<std::unique_ptr<MemoryTier>> memory_;    // fastest first
     std::unique_ptr<NvmeTier> nvme_;                     // the slowest tier, if configured
-    LoaderCounters loader_counters_;
-    PrefetchCounters prefetch_counters_;
 
     // Lock order: placement_mutex_, then a policy's own lock or the nvme tier's index lock.
     // Readers take neither.
@@ -973,5 +993,63 @@ private:
     std::unique_ptr<Service> service_;
     std::unique_ptr<OwnerChannel> channel_;
 };
+
+// A cache another process owns, joined: reads of extents its dram tier holds come straight
+// from the shared segment, the rest (and plans, prefetches, stats) from the owner over its
+// channel (client.hpp).
+class AttachedCache final : public Cache {
+public:
+    using Cache::prefetch;
+    using Cache::read;
+    using Cache::set_plan;
+
+    AttachedCache(const std::string& name, AttachOptions options) : client_(std::make_unique<CacheClient>(name, std::move(options))) {
+        catalog_ = client_->catalog();
+    }
+
+    bool attached() const noexcept override { return true; }
+    // The shared cache's name.
+    const std::string& name() const noexcept { return client_->name(); }
+
+    std::size_t read(SampleId id, std::uint64_t offset, std::span<std::byte> dest) override {
+        const std::uint64_t size = this->size(id);
+        return client_->read(id, offset, dest.first(static_cast<std::size_t>(std::min<std::uint64_t>(dest.size(), size - std::min(offset, size)))));
+    }
+    // Always a copy: a client pins nothing (a pin outliving a killed client would hold the bytes forever).
+    Chunk read_chunk(SampleId id, std::uint64_t offset, std::span<std::byte> scratch) override {
+        return {{}, scratch.first(read(id, offset, scratch))};
+    }
+
+    // The owner keeps it as this job's.
+    void set_plan(std::span<const Record> current, std::span<const Record> next = {}) override {
+        check_records(current, next);
+        client_->set_plan(current, next);
+    }
+    void clear_plan() override { client_->clear_plan(); }
+
+    Prefetched prefetch(const Record& r) override {
+        check(r.file);
+        check_record(catalog_, r);
+        return static_cast<Prefetched>(client_->prefetch(r));
+    }
+
+    Stats stats() const override {
+        Stats s = client_->stats();
+        add_loader_counters(s);
+        const PrefetchCounters& p = prefetch_counters_;  // the owner's are for its own prefetchers
+        s.prefetch_issued = p.issued.load(), s.prefetch_fetched = p.fetched.load(), s.prefetch_resident = p.resident.load();
+        s.prefetch_raced = p.raced.load(), s.prefetch_rejected = p.rejected.load(), s.prefetch_errors = p.errors.load();
+        s.prefetch_bytes = p.bytes.load();
+        return s;
+    }
+
+private:
+    std::string where() const override { return "shared cache '" + client_->name() + "'"; }
+
+    std::unique_ptr<CacheClient> client_;
+};
+
+inline OwnerCache Cache::open(const Config& config) { return OwnerCache(config); }
+inline AttachedCache Cache::attach(const std::string& name, AttachOptions options) { return AttachedCache(name, std::move(options)); }
 
 }  // namespace tiercache
