@@ -217,6 +217,11 @@ print(run, name, e, line["seconds"], d(lambda s: s["origin"]["bytes_read"]), d(l
       d(lambda s: dram(s)["hits"] + dram(s)["misses"]))' \
             "$run" "$row" "$e" "$line" "$before" "$after" >> "$results"
     done
+    # The nvme write-through's counters, for the log (what the writer had to skip).
+    python3 -c 'import json, sys
+w = json.loads(sys.argv[2]).get("nvme_writes")
+if w: print("larger_than_memory:", sys.argv[1], "nvme writes:", " ".join(f"{k} {v}" for k, v in w.items()), file=sys.stderr)' \
+        "$row" "$(cat "$mnt/.tiercache/stats")"
     fusermount3 -u "$mnt"
     for _ in $(seq 100); do is_mounted "$mnt" || break; sleep 0.1; done
 }

@@ -830,8 +830,11 @@ private:
 
     // Reads the whole sample from the origin into `whole` and hands a copy to the nvme writer
     // (no memory tier holds these bytes). The fetch stays in flight until it is written, so a
-    // reader of the same extent meanwhile waits for it rather than reading the origin again;
-    // when the writer is full, it ends here and nothing is stored (a later read fetches again).
+    // reader of the same extent meanwhile waits for it rather than reading the origin again.
+    // When the writer is full, it is written here, as before the writer: these bytes are
+    // nowhere else, and skipping them would cost an origin read for every later read of them
+    // (the kernel's second READ of a file included), so the nvme device, the bottleneck then,
+    // slows the reader down instead.
     void finish_nvme_fetch(ExtentId e, std::uint32_t version, std::span<std::byte> whole) {
         auto done = [this, e] {
             fetching_[e].store(0);
@@ -844,7 +847,7 @@ private:
             throw;
         }
         NvmeWrite write{e, {}, {whole.begin(), whole.end()}, detail::xxh3(whole), version, true};
-        if (!nvme_writer_->offer(std::move(write))) done();
+        if (!nvme_writer_->offer(std::move(write))) write_through(write);  // ends the fetch too
     }
 
     // Reads the whole sample from the origin into the reserved block, checksums and

@@ -16,9 +16,12 @@
 //
 // Backpressure: at most max_bytes queued (one extent at any time, however large). A write that
 // does not fit is not queued, never waited for: offer() returns false and counts it skipped.
-// The caller may remember() the extent; when the queue runs empty the thread asks the cache
-// (retry_) to write those still held in memory, so a noevict tier, which never demotes, still
-// gets its extents to nvme (a demotion from memory writes a copy too: Cache::demote).
+// For a copy in memory the cache then remember()s the extent; when the queue runs empty the
+// thread asks the cache (retry_) to write those still held in memory, so a noevict tier, which
+// never demotes, still gets its extents to nvme (a demotion from memory writes a copy too:
+// Cache::demote). Bytes held nowhere else (an nvme-only fetch, a demoted copy) are written by
+// the caller when the queue is full, as before this writer: the nvme device is the bottleneck
+// then, and dropping them would cost an origin read for each later read.
 //
 // The thread does what the cache says a write is (write_: check the file's version, put, look
 // again) and never touches the placement lock's state. Shutdown: the destructor lets the thread
@@ -35,6 +38,7 @@
 #include <mutex>
 #include <span>
 #include <thread>
+#include <unistd.h>
 #include <vector>
 
 #include "extent.hpp"
@@ -65,8 +69,10 @@ class NvmeWriter {
 public:
     // write: does one write, true if it stored the bytes (the thread's; must not throw). retry:
     // writes extent `e` if it is still held in memory and not on nvme yet, true if it did.
+    // The thread starts with the first write offered, not here: a daemon opens its cache, then
+    // forks (fuse_daemonize), and threads do not survive a fork (as Readahead's).
     NvmeWriter(std::uint64_t max_bytes, std::function<bool(NvmeWrite&)> write, std::function<bool(ExtentId)> retry)
-        : max_bytes_(max_bytes), write_(std::move(write)), retry_(std::move(retry)), thread_([this] { run(); }) {}
+        : max_bytes_(max_bytes), write_(std::move(write)), retry_(std::move(retry)) {}
     NvmeWriter(const NvmeWriter&) = delete;
     NvmeWriter& operator=(const NvmeWriter&) = delete;
 
@@ -78,7 +84,13 @@ public:
             paused_ = false;
         }
         wake_.notify_all();
-        thread_.join();
+        if (thread_.joinable() && started_by_ != ::getpid()) {
+            // Started by the process this one was forked from: not ours to join (it does not
+            // exist here). Its handle is left behind, never touched.
+            new std::thread(std::move(thread_));
+            return;
+        }
+        if (thread_.joinable()) thread_.join();
     }
 
     // Queues `w` if it fits under the bound (or the queue is empty); never waits. False: not
@@ -94,6 +106,7 @@ public:
             queued_bytes_ += size;
             queue_.push_back(std::move(w));
             counters_.queued.fetch_add(1, std::memory_order_relaxed);
+            start_locked();
         }
         wake_.notify_one();
         return true;
@@ -104,6 +117,7 @@ public:
     void remember(ExtentId e) {
         std::lock_guard lock(mutex_);
         if (remembered_.size() < kMaxRemembered) remembered_.push_back(e);
+        start_locked();
     }
 
     // Waits until nothing is queued, remembered or being written (tests, and flush()).
@@ -132,6 +146,13 @@ public:
     static constexpr std::size_t kMaxRemembered = 1u << 20;
 
 private:
+    void start_locked() {  // mutex_ held
+        if (thread_.joinable() && started_by_ == ::getpid()) return;
+        if (thread_.joinable()) new std::thread(std::move(thread_));  // a parent's, before a fork: not ours
+        started_by_ = ::getpid();
+        thread_ = std::thread([this] { run(); });
+    }
+
     void run() {
         std::unique_lock lock(mutex_);
         for (;;) {
@@ -177,8 +198,8 @@ private:
     bool paused_ = false;                    // protected by mutex_
     bool stopping_ = false;                  // protected by mutex_
     NvmeWriterCounters counters_;
-
-    std::thread thread_;  // last: started once everything above is built
+    std::thread thread_;                     // protected by mutex_: started by start_locked
+    pid_t started_by_ = 0;                   // protected by mutex_: the process that started it
 };
 
 }  // namespace tiercache

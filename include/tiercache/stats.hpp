@@ -85,8 +85,9 @@ struct Stats {
     std::uint64_t loader_batches = 0, loader_samples = 0, loader_bytes = 0, loader_wait_ns = 0, loader_held_ns = 0;
     std::uint64_t prefetch_issued = 0, prefetch_fetched = 0, prefetch_resident = 0, prefetch_raced = 0,
                   prefetch_rejected = 0, prefetch_errors = 0, prefetch_bytes = 0;
-    // The nvme write-through (nvme_writer.hpp): writes queued, skipped (the queue full), retried
-    // once it had room, written, dropped (the file changed, or the tier refused); bytes queued now, at most.
+    // The nvme write-through (nvme_writer.hpp): writes queued, skipped (the queue full: a copy in
+    // memory is retried once it has room, other bytes are written by the thread that had them),
+    // retried, written (by the writer), dropped (the file changed, or the tier refused); bytes queued now, at most.
     std::uint64_t nvme_writes_queued = 0, nvme_writes_skipped = 0, nvme_writes_retried = 0, nvme_writes_written = 0,
                   nvme_writes_dropped = 0, nvme_write_queue_bytes = 0, nvme_write_queue_capacity = 0;
 
