@@ -10,6 +10,14 @@
 #   plan       --dram BUDGET, each epoch's order written to the plan file first (bench read --plan):
 #              the mount prefetches ahead of the readers and places by next use
 #   plan+nvme  the same plus --nvme
+# Every mount configuration runs twice, once per MOUNT_MODES entry:
+#   off        --kernel-cache off (direct I/O: every read reaches the daemon); the readers run
+#              outside any cgroup, since the kernel keeps no page of the mount's files
+#   default    the mount as users mount it (kernel cache on: the kernel keeps the pages read);
+#              the readers run in the daemon's memory cgroup, so the page cache of the mount's
+#              files and the dram tier share one budget, as on a host where both live in one
+#              container (a reader cgroup of its own would give the page cache a second budget)
+# Its rows are named CONFIG (off) and CONFIG:default.
 # The daemon runs in a memory cgroup of BUDGET + SLACK_MIB (128 MiB: its dram tier lives in
 # /dev/shm pages charged to it; the slack covers the segment's catalog and slots, its threads'
 # buffers and the origin's pages in flight; 48 MiB got it OOM-killed), so no side gets more
@@ -25,8 +33,12 @@
 #   bench/larger_than_memory.sh                 # BUDGET_MIB=512, a generated 1 GiB dataset
 #   BUDGET_MIB=1024 RUNS=1 bench/larger_than_memory.sh [DATASET_DIR]
 #
-# Environment: BUDGET_MIB (512; with a DATASET_DIR, half of it by default), EPOCHS (3),
-# READERS (4), RUNS (3: medians), ORIGIN_MBPS (200), SLACK_MIB (128), CONFIGS (all six), BUILD_DIR (build),
+# Environment: BUDGET_MIB (512; with a DATASET_DIR, half of it by default), DATASET_PCT (200: the
+# generated dataset's size, percent of the dram tier), DRAM_MIB (the dram tier: BUDGET_MIB; less
+# leaves the rest of the budget to the daemon's other memory and, in mode default, to the page
+# cache), MOUNT_MODES ("off default"), EPOCHS (3),
+# READERS (4), RUNS (3: medians), ORIGIN_MBPS (200), SLACK_MIB (128), CONFIGS (all six; spaces or
+# commas between), BUILD_DIR (build),
 # RESULT_JSON (bench/run's summary rows). Needs root (cgroups, drop_caches, loop devices).
 # Writes a Markdown table to stdout and bench/results/larger_than_memory-<date>.md. Mounts,
 # the loop device, the cgroups and the temporary files are removed on every way out.
@@ -38,6 +50,9 @@ readers="${READERS:-4}"
 runs="${RUNS:-3}"
 origin_mbps="${ORIGIN_MBPS:-200}"
 configs="${CONFIGS:-native dram dram+nvme lru+nvme plan plan+nvme}"
+configs="${configs//,/ }"  # spaces or commas (bench/run's QUICK passes commas)
+mount_modes="${MOUNT_MODES:-off default}"
+mount_modes="${mount_modes//,/ }"
 build="${BUILD_DIR:-build}"
 dataset="${1:-}"
 tc="$build/cache/tiercache"
@@ -101,18 +116,19 @@ if [ -n "$dataset" ]; then
     budget_mib="${BUDGET_MIB:-$((dataset_bytes / 2 / 1048576))}"
 else
     budget_mib="${BUDGET_MIB:-512}"
-    dataset_bytes=$((budget_mib * 2 * 1048576))
 fi
-[ "$budget_mib" -ge 16 ] || { log "BUDGET_MIB must be at least 16 (got $budget_mib)"; exit 1; }
+dram_mib="${DRAM_MIB:-$budget_mib}"
+[ -n "$dataset" ] || dataset_bytes=$((dram_mib * ${DATASET_PCT:-200} / 100 * 1048576))
+[ "$budget_mib" -ge 16 ] && [ "$dram_mib" -ge 16 ] || { log "BUDGET_MIB and DRAM_MIB must be at least 16 (got $budget_mib, $dram_mib)"; exit 1; }
 budget=$((budget_mib * 1048576))
-files=$((budget * 2 / (110 * 1024)))
+files=$((dataset_bytes / (110 * 1024)))
 fill_origin() {  # dir: the dataset, copied or generated into it
     if [ -n "$dataset" ]; then
         log "copying $dataset into the origin"
         cp -a "$dataset/." "$1/"
         dataset_note="$dataset"
     else
-        log "generating $files files (~2x the ${budget_mib} MiB budget) into the origin"
+        log "generating $files files (~${DATASET_PCT:-200}% of the ${dram_mib} MiB dram tier) into the origin"
         "$tc" gen "$1" --files "$files" --classes 100 --seed 7 --force >&2
         dataset_note="tiercache gen --files $files --classes 100 --seed 7"
     fi
@@ -157,7 +173,7 @@ run_in() {  # group command...: runs the command in the group's memory and blkio
 # Origin bytes are what the reader read from storage (native) or what the daemon read from the
 # origin (its stats); the dram tier's hits and reads count the readers' reads only (-1: native).
 results="$work/results.txt"
-nvme_mib=$((budget_mib * 4))
+nvme_mib=$((dram_mib * 4))
 run_native() {
     local run=$1 e line
     drop_caches
@@ -168,9 +184,15 @@ j = json.loads(sys.argv[3])
 print(sys.argv[1], "native", sys.argv[2], j["seconds"], j["storage_read_bytes"], -1, -1)' "$run" "$e" "$line" >> "$results"
     done
 }
-run_mount() {  # run config
-    local run=$1 name=$2 e line before after
-    local -a opts=(--dram "${budget_mib}MiB" --kernel-cache off) read_opts=()
+run_mount() {  # run config mode
+    local run=$1 name=$2 mode=$3 e line before after row=$2
+    local -a opts=(--dram "${dram_mib}MiB") read_opts=() reader_in=()
+    if [ "$mode" = off ]; then
+        opts+=(--kernel-cache off)
+    else
+        row="$name:$mode"
+        reader_in=(run_in tc-bench-daemon)  # the page cache of the mount's files counts with the tier
+    fi
     case "$name" in
         dram) opts+=(--policy noevict) ;;
         dram+nvme) opts+=(--policy noevict --nvme "$work/nvme:${nvme_mib}MiB") ;;
@@ -185,7 +207,7 @@ run_mount() {  # run config
     [ -e "$mnt/.tiercache/stats" ] || { log "the mount did not come up (see $work/fuse.log)"; exit 1; }
     for e in $(seq "$epochs"); do
         before="$(cat "$mnt/.tiercache/stats")"
-        line="$("$tc" bench read "$mnt" --readers "$readers" --seed "$((run * 100 + e))" --json "${read_opts[@]}")"
+        line="$("${reader_in[@]}" "$tc" bench read "$mnt" --readers "$readers" --seed "$((run * 100 + e))" --json "${read_opts[@]}")"
         after="$(cat "$mnt/.tiercache/stats")"
         python3 -c 'import json, sys
 run, name, e, line, before, after = sys.argv[1:4] + [json.loads(a) for a in sys.argv[4:]]
@@ -193,23 +215,36 @@ d = lambda f: f(after) - f(before)
 dram = lambda s: s["tiers"][s["tier_order"][0]]
 print(run, name, e, line["seconds"], d(lambda s: s["origin"]["bytes_read"]), d(lambda s: dram(s)["hits"]),
       d(lambda s: dram(s)["hits"] + dram(s)["misses"]))' \
-            "$run" "$name" "$e" "$line" "$before" "$after" >> "$results"
+            "$run" "$row" "$e" "$line" "$before" "$after" >> "$results"
     done
+    # The nvme write-through's counters, for the log (what the writer had to skip).
+    python3 -c 'import json, sys
+w = json.loads(sys.argv[2]).get("nvme_writes")
+if w: print("larger_than_memory:", sys.argv[1], "nvme writes:", " ".join(f"{k} {v}" for k, v in w.items()), file=sys.stderr)' \
+        "$row" "$(cat "$mnt/.tiercache/stats")"
     fusermount3 -u "$mnt"
     for _ in $(seq 100); do is_mounted "$mnt" || break; sleep 0.1; done
 }
 
 for run in $(seq "$runs"); do
     for c in $configs; do
-        log "run $run/$runs: $c"
-        if [ "$c" = native ]; then run_native "$run"; else run_mount "$run" "$c"; fi
+        [ "$c" != native ] || log "run $run/$runs: $c"
+        if [ "$c" = native ]; then
+            run_native "$run"
+        else
+            for m in $mount_modes; do
+                log "run $run/$runs: $c, mount options: $m"
+                run_mount "$run" "$c" "$m"
+            done
+        fi
     done
 done
 
 mkdir -p bench/results
 report="bench/results/larger_than_memory-$(date -u +%Y%m%d-%H%M%S).md"
-python3 bench/larger_than_memory_report.py "$results" --dataset-bytes "$dataset_bytes" --budget-mib "$budget_mib" \
-    --nvme-mib "$nvme_mib" --readers "$readers" --runs "$runs" --origin "$origin_desc" --note "$dataset_note" \
+python3 bench/larger_than_memory_report.py "$results" --dataset-bytes "$dataset_bytes" --budget-mib "$dram_mib" \
+    --nvme-mib "$nvme_mib" --readers "$readers" --runs "$runs" --origin "$origin_desc" --note "$dataset_note; memory cgroups: native $budget_mib MiB, the daemon (and in mode default its readers) $((budget_mib + ${SLACK_MIB:-128})) MiB" \
     --host "$(date -u +%Y-%m-%d), $(nproc) CPUs, kernel $(uname -r)" ${RESULT_JSON:+--json "$RESULT_JSON"} > "$report"
+cp "$results" "${report%.md}.txt"  # each run's lines, as the report read them
 cat "$report"
-log "written to $report"
+log "written to $report (each run's figures: ${report%.md}.txt)"

@@ -10,7 +10,7 @@ import collections
 import json
 import statistics
 
-DESCRIBE = {
+DESCRIBES = {
     "native": "native page cache, memory-limited",
     "dram": "dram, noevict",
     "dram+nvme": "dram + nvme, noevict (no plan)",
@@ -18,6 +18,19 @@ DESCRIBE = {
     "plan": "dram, plan",
     "plan+nvme": "dram + nvme, plan",
 }
+MODES = {"default": "default mount options (kernel cache on)"}
+
+
+class Describe(dict):
+    """CONFIG (mounted with --kernel-cache off) or CONFIG:MODE (e.g. plan+nvme:default)."""
+
+    def __missing__(self, config):
+        base, _, mode = config.partition(":")
+        name = DESCRIBES.get(base, base)
+        return f"{name}, {MODES.get(mode, mode)}" if mode else name
+
+
+DESCRIBE = Describe(DESCRIBES)
 
 
 def main():
@@ -32,9 +45,11 @@ def main():
 
     # (config, epoch) -> [(seconds, origin_bytes, hit_rate)] over the runs
     got = collections.defaultdict(list)
+    by_run = collections.defaultdict(dict)  # (config, epoch) -> {run: seconds}
     configs = []
     for line in open(a.results):
-        _, config, epoch, seconds, origin, dram_hits, dram_reads = line.split()
+        run, config, epoch, seconds, origin, dram_hits, dram_reads = line.split()
+        by_run[(config, int(epoch))][run] = float(seconds)
         # The share of the readers' reads served without the origin. With dram alone: the dram
         # tier's hit rate (its counters see the readers' reads only, not the prefetcher's). With
         # nvme, whose counters also count the prefetcher's reads, and for the page cache: the
@@ -77,7 +92,24 @@ def main():
         origin = ", ".join(f"{med(c, e, 1) / a.dataset_bytes:.2f}" for e in epochs)
         hits = ", ".join(f"{med(c, e, 2):.0%}" for e in epochs)
         ratio = med(c, last, 0) / med("native", last, 0) if ("native", last) in got else float("nan")
-        print(f"| {DESCRIBE.get(c, c)} | {t} | {origin} | {hits} | {capacity(c):.0%} | {ratio:.2f}x |")
+        print(f"| {DESCRIBE[c]} | {t} | {origin} | {hits} | {capacity(c):.0%} | {ratio:.2f}x |")
+
+    # Each run's ratios against the native run beside it (same run, same data).
+    first = epochs[0]
+    if ("native", last) in got:
+        print()
+        print(f"Per run, time vs native in the same run: epoch {first} and epoch {last}.")
+        print()
+        print(f"| configuration | epoch {first} vs native, per run | epoch {last} vs native, per run |")
+        print("|---|---|---|")
+        for c in configs:
+            if c == "native":
+                continue
+            cells = []
+            for e in (first, last):
+                mine, native = by_run[(c, e)], by_run[("native", e)]
+                cells.append(", ".join(f"{mine[r] / native[r]:.2f}x" for r in sorted(mine, key=int) if r in native))
+            print(f"| {DESCRIBE[c]} | {cells[0]} | {cells[1]} |")
 
     if not a.json:
         return
@@ -95,13 +127,15 @@ def main():
 
     time_row("plan+nvme", "native", "<= 0.5x")
     time_row("dram+nvme", "native", "<= 0.5x")
+    time_row("plan+nvme:default", "native", "<= 0.5x")
+    time_row("dram+nvme:default", "native", "<= 0.5x")
     time_row("plan+nvme", "lru+nvme")
     # The targets are ours, dram + nvme with a plan and without; the other rows are context.
-    for c in ("plan+nvme", "dram+nvme", "plan", "dram", "lru+nvme", "native"):
+    for c in ("plan+nvme", "dram+nvme", "plan+nvme:default", "dram+nvme:default", "plan", "dram", "lru+nvme", "native"):
         if (c, last) not in got:
             continue
         ours, cap = med(c, last, 2), capacity(c)
-        target = c in ("plan+nvme", "dram+nvme")
+        target = c.split(":")[0] in ("plan+nvme", "dram+nvme")
         rows.append({"measure": f"epoch {last} hit rate: {DESCRIBE[c]}, against the capacity fraction",
                      "ours": ours, "baseline": cap, "unit": "fraction", "better": "higher", "ratio": ours / cap,
                      "target": ">= capacity" if target else "", "met": ours >= cap - 1e-9 if target else None})

@@ -3,6 +3,9 @@
 #include <tiercache/tiercache.hpp>
 
 #include <atomic>
+#include <chrono>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <numeric>
 #include <random>
 #include <thread>
@@ -293,4 +296,172 @@ TEST_CASE("the nvme dir fills up: the tier stops admitting, reads keep working, 
     set_log_file(stderr);
     std::fclose(log_file);
     CHECK_THAT(log_text(log_path), Catch::Contains("full") && Catch::Contains("No space left on device"));
+}
+
+// ---- the nvme write-through, off the reader's thread (nvme_writer.hpp) -----------------------
+
+namespace {
+
+// A file rewritten with other bytes of the same size and an mtime of its own, long settled.
+void rewrite_settled(const test::fs::path& p, const test::Bytes& bytes, int version) {
+    test::write_file(p, bytes);
+    const timespec times[2] = {{0, UTIME_OMIT}, {1'700'000'000 + version, 0}};
+    REQUIRE(::utimensat(AT_FDCWD, p.c_str(), times, 0) == 0);
+}
+
+std::uint64_t nvme_resident(const Cache& cache) { return cache.stats().tiers.back().resident_samples; }
+
+}  // namespace
+
+TEST_CASE("write-through: a miss answers while its nvme write waits; the write lands later", "[tiers][nvme][writer]") {
+    test::TempDir dir;
+    const auto origin = dir / "origin";
+    const std::uint64_t total = make_files(origin, 60, 11);
+    test::fs::create_directories(dir / "nvme");
+    auto cache = Cache::open(Config{}.origin(origin).dram("64MiB").nvme(dir / "nvme", "64MiB"));
+    const auto want = origin_bytes(cache, origin);
+    cache.pause_nvme_writes_for_testing(true);  // as if the nvme device stalled: no write completes
+    CHECK(epoch(cache, want, 1) == 0);          // every miss answered all the same
+    Stats s = cache.stats();
+    CHECK(s.origin_bytes_read == total);
+    CHECK(s.tiers.back().resident_samples == 0);  // nothing written yet
+    CHECK(s.nvme_writes_queued == want.size());
+    CHECK(s.nvme_write_queue_bytes == total);     // each held by its pin in dram, no copy
+    CHECK(s.tiers.front().used_bytes == total);
+    cache.pause_nvme_writes_for_testing(false);
+    cache.wait_for_nvme_writes();
+    s = cache.stats();
+    CHECK(s.tiers.back().resident_samples == want.size());
+    CHECK(s.nvme_writes_written == want.size());
+    CHECK(s.nvme_write_queue_bytes == 0);
+}
+
+TEST_CASE("write-through: the bytes on nvme are the origin's, read back once dram no longer holds them", "[tiers][nvme][writer]") {
+    test::TempDir dir;
+    const auto origin = dir / "origin";
+    const std::uint64_t total = make_files(origin, 200, 12);
+    test::fs::create_directories(dir / "nvme");
+    // LRU over a dram tier of a quarter of the data: each epoch evicts most of what it read.
+    auto cache = Cache::open(Config{}.origin(origin).dram(std::to_string(total / 4)).policy("lru").nvme(dir / "nvme", "64MiB"));
+    const auto want = origin_bytes(cache, origin);
+    CHECK(epoch(cache, want, 1) == 0);
+    cache.wait_for_nvme_writes();
+    CHECK(nvme_resident(cache) == want.size());
+    const std::uint64_t nvme_hits = cache.stats().tiers.back().hits;
+    CHECK(epoch(cache, want, 2) == 0);  // compared with the origin's bytes, byte for byte
+    const Stats s = cache.stats();
+    CHECK(s.origin_bytes_read == total);                        // nothing read twice
+    CHECK(s.tiers.back().hits - nvme_hits > want.size() / 2);   // most of it from nvme
+    CHECK(s.tiers.back().checksum_failures == 0);
+}
+
+TEST_CASE("write-through: a file changed while its write is queued is not written", "[tiers][nvme][writer]") {
+    test::TempDir dir;
+    const auto origin = dir / "origin";
+    make_files(origin, 20, 13);
+    test::fs::create_directories(dir / "nvme");
+    auto config = Config{}.origin(origin).dram("64MiB").nvme(dir / "nvme", "64MiB");
+    const SampleId changed = 7;
+    test::Bytes fresh;
+    std::vector<test::Bytes> want;
+    {
+        auto cache = Cache::open(config);
+        want = origin_bytes(cache, origin);
+        cache.pause_nvme_writes_for_testing(true);
+        CHECK(epoch(cache, want, 1) == 0);
+        const auto path = origin / std::string(cache.catalog().path(changed));
+        fresh = test::make_bytes(777, want[changed].size());
+        rewrite_settled(path, fresh, 1);
+        REQUIRE(cache.revalidate(changed) == Cache::Revalidated::changed);
+        cache.pause_nvme_writes_for_testing(false);
+        cache.wait_for_nvme_writes();
+        const Stats s = cache.stats();
+        CHECK(s.nvme_writes_dropped == 1);
+        CHECK(s.tiers.back().resident_samples == want.size() - 1);
+        test::Bytes got(fresh.size());
+        CHECK(cache.read(changed, 0, got) == got.size());
+        CHECK(got == fresh);
+        cache.wait_for_nvme_writes();
+        CHECK(nvme_resident(cache) == want.size());  // the new bytes, written through in turn
+    }
+    want[changed] = fresh;
+    auto cache = Cache::open(config.dram("64KiB"));  // a restart reading from nvme: only current bytes there
+    CHECK(epoch(cache, want, 2) == 0);
+    CHECK(cache.stats().origin_bytes_read < 64 * 1024 * 2);
+}
+
+TEST_CASE("write-through: a full queue skips, never waits, and writes the rest once it has room", "[tiers][nvme][writer]") {
+    test::TempDir dir;
+    const auto origin = dir / "origin";
+    // 24 files of one 1 MiB extent each: more than the queue's 16 MiB.
+    for (int i = 0; i < 24; ++i) test::write_file(origin / ("f" + std::to_string(i)), test::make_bytes(500 + i, test::MiB));
+    test::fs::create_directories(dir / "nvme");
+    auto cache = Cache::open(Config{}.origin(origin).dram("64MiB").nvme(dir / "nvme", "128MiB"));
+    const auto want = origin_bytes(cache, origin);
+    cache.pause_nvme_writes_for_testing(true);
+    CHECK(epoch(cache, want, 1) == 0);
+    Stats s = cache.stats();
+    CHECK(s.nvme_write_queue_capacity == 16 * test::MiB);
+    CHECK(s.nvme_writes_queued == 16);
+    CHECK(s.nvme_writes_skipped == 8);
+    CHECK(s.nvme_write_queue_bytes <= s.nvme_write_queue_capacity);
+    cache.pause_nvme_writes_for_testing(false);
+    cache.wait_for_nvme_writes();
+    s = cache.stats();
+    CHECK(s.nvme_writes_retried == 8);  // still in dram (noevict never demotes): written from there
+    CHECK(s.tiers.back().resident_samples == want.size());
+}
+
+TEST_CASE("write-through: closing the cache with writes queued writes them; a restart finds them whole", "[tiers][nvme][writer]") {
+    test::TempDir dir;
+    const auto origin = dir / "origin";
+    const std::uint64_t total = make_files(origin, 120, 14);
+    test::fs::create_directories(dir / "nvme");
+    auto config = Config{}.origin(origin).dram("64MiB").nvme(dir / "nvme", "64MiB");
+    std::vector<test::Bytes> want;
+    {
+        auto cache = Cache::open(config);
+        want = origin_bytes(cache, origin);
+        cache.pause_nvme_writes_for_testing(true);
+        CHECK(epoch(cache, want, 1) == 0);
+        CHECK(nvme_resident(cache) == 0);
+    }  // the writer, paused, is let go and finishes before the nvme tier saves its index
+    auto cache = Cache::open(config.dram("64KiB"));
+    CHECK(epoch(cache, want, 2) == 0);
+    const Stats s = cache.stats();
+    CHECK(s.origin_bytes_read == 0);
+    CHECK(s.tiers.back().hits == want.size());
+    CHECK(s.tiers.back().checksum_failures == 0);
+    CHECK(total > 64 * 1024);
+}
+
+TEST_CASE("write-through: with no memory tier room, a copy is queued; a reader of it meanwhile waits, then reads nvme", "[tiers][nvme][writer]") {
+    test::TempDir dir;
+    const auto origin = dir / "origin";
+    const std::uint64_t total = make_files(origin, 30, 15);
+    test::fs::create_directories(dir / "nvme");
+    auto cache = Cache::open(Config{}.origin(origin).dram("64KiB").nvme(dir / "nvme", "64MiB"));
+    const auto want = origin_bytes(cache, origin);
+    cache.pause_nvme_writes_for_testing(true);
+    CHECK(epoch(cache, want, 1) == 0);
+    CHECK(cache.stats().nvme_writes_queued > 0);
+    // A read of a sample whose only copy waits in the queue: it waits for the write (one origin
+    // read per sample, as with a fetch in flight), then reads nvme.
+    SampleId queued = 0;
+    while (cache.resident_checksum(queued)) ++queued;  // one that only nvme will hold
+    REQUIRE(queued < want.size());
+    std::atomic<bool> read_done{false};
+    test::Bytes got(want[queued].size());
+    std::thread reader([&] {
+        cache.read(queued, 0, got);
+        read_done = true;
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    CHECK_FALSE(read_done.load());
+    cache.pause_nvme_writes_for_testing(false);
+    reader.join();
+    CHECK(got == want[queued]);
+    cache.wait_for_nvme_writes();
+    CHECK(epoch(cache, want, 2) == 0);
+    CHECK(cache.stats().origin_bytes_read == total);
 }

@@ -15,8 +15,10 @@
 //
 // Placement moves samples between tiers under one lock (placement_mutex_): a sample evicted
 // from a faster tier is demoted to the next one with room, not dropped. Samples read from the
-// origin are also written through to nvme, so a restart finds them. No disk I/O runs under the
-// lock (Placement: what a step leaves for nvme runs once it is let go). Reads take no lock.
+// origin are also written through to nvme, so a restart finds them: by a background writer
+// (nvme_writer.hpp; bounded, never waited for), so a miss answers once the origin's bytes are
+// in memory. No disk I/O runs under the lock (Placement: what a step leaves for nvme runs once
+// it is let go). Reads take no lock.
 // Thread-safe: any number of threads may read at once.
 //
 // Consistency with the origin: every origin read checks the file it opened against the
@@ -54,6 +56,7 @@
 #include "next_use.hpp"
 #include "numa_region.hpp"
 #include "nvme_tier.hpp"
+#include "nvme_writer.hpp"
 #include "origin.hpp"
 #include "owner.hpp"
 #include "pmem_region.hpp"
@@ -448,6 +451,17 @@ public:
         if (nvme_) nvme_->flush();
     }
 
+    // Waits until the nvme write-through queued so far is written (or found stale). Reads never
+    // need it; tests and tools that look at the nvme tier do. Returns at once while paused.
+    void wait_for_nvme_writes() {
+        if (nvme_writer_) nvme_writer_->drain();
+    }
+
+    // For tests: holds the nvme write-through back (queued, not written) until called with false.
+    void pause_nvme_writes_for_testing(bool paused) {
+        if (nvme_writer_) nvme_writer_->pause(paused);
+    }
+
     // The XXH3-64 checksum taken when the sample's first extent (a small file's only one)
     // entered the cache, if a memory tier holds it.
     std::optional<std::uint64_t> resident_checksum(SampleId id) {
@@ -522,6 +536,12 @@ private:
         s.prefetch_issued = p.issued.load(), s.prefetch_fetched = p.fetched.load(), s.prefetch_resident = p.resident.load();
         s.prefetch_raced = p.raced.load(), s.prefetch_rejected = p.rejected.load(), s.prefetch_errors = p.errors.load();
         s.prefetch_bytes = p.bytes.load();
+        if (nvme_writer_) {
+            const NvmeWriterCounters& w = nvme_writer_->counters();
+            s.nvme_writes_queued = w.queued.load(), s.nvme_writes_skipped = w.skipped.load(), s.nvme_writes_retried = w.retried.load();
+            s.nvme_writes_written = w.written.load(), s.nvme_writes_dropped = w.dropped.load();
+            s.nvme_write_queue_bytes = nvme_writer_->queued_bytes(), s.nvme_write_queue_capacity = nvme_writer_->max_bytes();
+        }
         return s;
     }
 
@@ -546,6 +566,8 @@ private:
             case TierKind::nvme:
                 nvme_ = std::make_unique<NvmeTier>(catalog_, t.dir, capacity);
                 log(LogLevel::info, nvme_->describe(), ": ", nvme_->warm_samples(), " samples warm from its index");
+                nvme_writer_ = std::make_unique<NvmeWriter>(
+                    write_queue_bytes(), [this](NvmeWrite& w) { return write_through(w); }, [this](ExtentId e) { return write_back(e); });
                 return;
         }
         memory_.push_back(std::make_unique<MemoryTier>(t.name(), *segment_, catalog_, *regions_.back(), base, capacity,
@@ -734,6 +756,13 @@ private:
 
     void run_deferred(DeferredNvme& w) noexcept {
         try {
+            // A demoted copy goes to the writer as well, if it has room; when full, it is written
+            // here, as it always was: it left memory, so nothing else would write it.
+            if (!w.erase && nvme_writer_ && version_of(w.extent).load() == w.version) {
+                NvmeWrite write{w.extent, {}, std::move(w.bytes), w.checksum, w.version};
+                if (nvme_writer_->offer(std::move(write))) return;
+                w.bytes = std::move(write.owned);
+            }
             if (!w.erase && version_of(w.extent).load() == w.version && put_nvme(w.extent, w.bytes, w.checksum) &&
                 version_of(w.extent).load() == w.version)
                 return;
@@ -877,9 +906,15 @@ private:
         return {Fetch::bypass};
     }
 
-    // Reads the whole sample from the origin into `whole` and stores it on nvme.
+    // Reads the whole sample from the origin into `whole` and hands a copy to the nvme writer
+    // (no memory tier holds these bytes). The fetch stays in flight until it is written, so a
+    // reader of the same extent meanwhile waits for it rather than reading the origin again.
+    // When the writer is full, it is written here, as before the writer: these bytes are
+    // nowhere else, and skipping them would cost an origin read for every later read of them
+    // (the kernel's second READ of a file included), so the nvme device, the bottleneck then,
+    // slows the reader down instead.
     void finish_nvme_fetch(ExtentId e, std::uint32_t version, std::span<std::byte> whole) {
-        auto done = [&] {
+        auto done = [this, e] {
             fetching_[e].store(0);
             fetching_[e].notify_all();
         };
@@ -889,11 +924,8 @@ private:
             done();
             throw;
         }
-        if (put_nvme(e, whole, detail::xxh3(whole))) {
-            Placement placement(*this);
-            if (version_of(e).load() != version) deferred_nvme_.push_back({e, {}, 0, 0, true});  // revalidated meanwhile: not the current bytes
-        }
-        done();
+        NvmeWrite write{e, {}, {whole.begin(), whole.end()}, detail::xxh3(whole), version, true};
+        if (!nvme_writer_->offer(std::move(write))) write_through(write);  // ends the fetch too
     }
 
     // Reads the whole sample from the origin into the reserved block, checksums and
@@ -914,22 +946,77 @@ private:
             throw;
         }
         const std::uint64_t checksum = detail::xxh3({fetch.bytes, size});
-        // Written through to nvme as well, so that a restart finds it warm, and a later
-        // demotion from the memory tiers costs no write.
-        const bool on_nvme = nvme_ && put_nvme(e, {fetch.bytes, size}, checksum);
         SampleRef ref;
+        // Written through to nvme as well, so that a restart finds it warm and a later demotion
+        // from the memory tiers costs no write: by the writer, holding a pin of its own on the
+        // published copy (no copy made; see nvme_writer.hpp), once this read has its answer.
+        NvmeWrite write;
         {
             Placement placement(*this);
             if (version_of(e).load() == fetch.version) {
                 ref = tier.publish(e, fetch.bytes, checksum);
+                if (nvme_writer_) write = {e, tier.pin(e), {}, checksum, fetch.version};
             } else {  // revalidated while we read it: these bytes may be the old ones, keep none of them
-                if (on_nvme) deferred_nvme_.push_back({e, {}, 0, 0, true});
                 tier.abort(e, fetch.bytes);
             }
             fetching_[e].store(0);
         }
         fetching_[e].notify_all();
+        if (write.pinned && !nvme_writer_->offer(std::move(write))) nvme_writer_->remember(e);  // full: written once it has room
         return ref;
+    }
+
+    // ---- the nvme writer's thread (nvme_writer.hpp) ------------------------------------------
+
+    // Room the writer may hold queued: a sixteenth of the dram tier, 16 to 64 MiB, and one extent.
+    std::uint64_t write_queue_bytes() const {
+        const std::uint64_t bound = std::clamp<std::uint64_t>(config_.dram_bytes() / 16, 16ull << 20, 64ull << 20);
+        return std::max<std::uint64_t>(bound, catalog_.extent_bytes());
+    }
+
+    // One queued write: stored if the file is still the version read, and dropped again if it
+    // changed while being written (as run_deferred does). False: not stored.
+    bool write_through(NvmeWrite& w) noexcept {
+        bool stored = false;
+        try {
+            if (version_of(w.extent).load() == w.version && put_nvme(w.extent, w.bytes(), w.checksum)) {
+                stored = version_of(w.extent).load() == w.version;
+                if (!stored) nvme_->erase(w.extent);  // revalidated meanwhile: not the current bytes
+            }
+        } catch (const std::exception& error) {
+            log(LogLevel::warn, "nvme: writing a copy of '", catalog_.path(catalog_.file_of(w.extent)), "' at ",
+                catalog_.extent_start(w.extent), ": ", error.what());
+        }
+        if (w.single_flight) {
+            fetching_[w.extent].store(0);
+            fetching_[w.extent].notify_all();
+        }
+        return stored;
+    }
+
+    // A write-through the writer had no room for, once it has: the copy in a memory tier, if one
+    // still holds it and nvme does not. Pinned under the lock, where a resident copy is always
+    // of the file's current version (revalidate bumps the version and evicts in one step).
+    bool write_back(ExtentId e) noexcept {
+        try {
+            if (nvme_->contains(e)) return false;
+            NvmeWrite write;
+            {
+                Placement placement(*this);
+                if (fetching_[e].load() != 0) return false;  // a fetch under way writes it through itself
+                for (auto& tier : memory_) {
+                    if (SampleRef ref = tier->pin(e)) {
+                        write = {e, std::move(ref), {}, *tier->checksum(e), version_of(e).load()};
+                        break;
+                    }
+                }
+            }
+            return write.pinned && write_through(write);
+        } catch (const std::exception& error) {
+            log(LogLevel::warn, "nvme: writing back '", catalog_.path(catalog_.file_of(e)), "' at ", catalog_.extent_start(e), ": ",
+                error.what());
+            return false;
+        }
     }
 
     // Extent `e` from the origin into `dest` (its length): all of it, or OriginError.
@@ -984,6 +1071,11 @@ private:
     // Readers take neither.
     std::mutex placement_mutex_;  // protects every tier's placement: reserve, publish, evict, demote, promote
     std::vector<DeferredNvme> deferred_nvme_;  // protected by placement_mutex_: for Placement to run once it is let go
+
+    // The nvme write-through's thread: after the tiers, the catalog, the versions and the lock
+    // above (it uses them all, and finishes its queue before they go), before the readahead
+    // threads and the channel (which hand it writes). Made with the nvme tier, if any.
+    std::unique_ptr<NvmeWriter> nvme_writer_;
 
     // Its threads fetch through locate(): they end before the tiers go.
     static constexpr std::uint32_t kReadaheadThreads = 4;

@@ -85,6 +85,11 @@ struct Stats {
     std::uint64_t loader_batches = 0, loader_samples = 0, loader_bytes = 0, loader_wait_ns = 0, loader_held_ns = 0;
     std::uint64_t prefetch_issued = 0, prefetch_fetched = 0, prefetch_resident = 0, prefetch_raced = 0,
                   prefetch_rejected = 0, prefetch_errors = 0, prefetch_bytes = 0;
+    // The nvme write-through (nvme_writer.hpp): writes queued, skipped (the queue full: a copy in
+    // memory is retried once it has room, other bytes are written by the thread that had them),
+    // retried, written (by the writer), dropped (the file changed, or the tier refused); bytes queued now, at most.
+    std::uint64_t nvme_writes_queued = 0, nvme_writes_skipped = 0, nvme_writes_retried = 0, nvme_writes_written = 0,
+                  nvme_writes_dropped = 0, nvme_write_queue_bytes = 0, nvme_write_queue_capacity = 0;
 
     // The fraction of the consumer's time spent waiting for data.
     double stall_fraction() const {
@@ -119,6 +124,9 @@ inline nlohmann::ordered_json to_json(const Stats& s) {
             {"prefetch", {{"issued", s.prefetch_issued}, {"fetched", s.prefetch_fetched}, {"resident", s.prefetch_resident},
                           {"raced", s.prefetch_raced}, {"rejected", s.prefetch_rejected}, {"errors", s.prefetch_errors},
                           {"bytes", s.prefetch_bytes}}},
+            {"nvme_writes", {{"queued", s.nvme_writes_queued}, {"skipped", s.nvme_writes_skipped}, {"retried", s.nvme_writes_retried},
+                             {"written", s.nvme_writes_written}, {"dropped", s.nvme_writes_dropped},
+                             {"queue_bytes", s.nvme_write_queue_bytes}, {"queue_capacity_bytes", s.nvme_write_queue_capacity}}},
             {"loader", {{"batches", s.loader_batches}, {"samples", s.loader_samples}, {"bytes", s.loader_bytes},
                         {"wait_seconds", static_cast<double>(s.loader_wait_ns) / 1e9},
                         {"held_seconds", static_cast<double>(s.loader_held_ns) / 1e9},
@@ -151,6 +159,12 @@ inline Stats stats_from_json(const nlohmann::json& j) {
         s.prefetch_issued = u(p, "issued"), s.prefetch_fetched = u(p, "fetched"), s.prefetch_resident = u(p, "resident");
         s.prefetch_raced = u(p, "raced"), s.prefetch_rejected = u(p, "rejected"), s.prefetch_errors = u(p, "errors");
         s.prefetch_bytes = u(p, "bytes");
+    }
+    if (j.contains("nvme_writes")) {
+        const auto& w = j["nvme_writes"];
+        s.nvme_writes_queued = u(w, "queued"), s.nvme_writes_skipped = u(w, "skipped"), s.nvme_writes_retried = u(w, "retried");
+        s.nvme_writes_written = u(w, "written"), s.nvme_writes_dropped = u(w, "dropped");
+        s.nvme_write_queue_bytes = u(w, "queue_bytes"), s.nvme_write_queue_capacity = u(w, "queue_capacity_bytes");
     }
     return s;  // the loader's counters are each process's own
 }
