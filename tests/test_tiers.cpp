@@ -372,7 +372,7 @@ TEST_CASE("write-through: a file changed while its write is queued is not writte
         const auto path = origin / std::string(cache.catalog().path(changed));
         fresh = test::make_bytes(777, want[changed].size());
         rewrite_settled(path, fresh, 1);
-        REQUIRE(cache.revalidate(changed) == Cache::Revalidated::changed);
+        REQUIRE(cache.revalidate(changed) == OwnerCache::Revalidated::changed);
         cache.pause_nvme_writes_for_testing(false);
         cache.wait_for_nvme_writes();
         const Stats s = cache.stats();
