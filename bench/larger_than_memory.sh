@@ -33,6 +33,11 @@
 #   bench/larger_than_memory.sh                 # BUDGET_MIB=512, a generated 1 GiB dataset
 #   BUDGET_MIB=1024 RUNS=1 bench/larger_than_memory.sh [DATASET_DIR]
 #
+# SHARDS=1 makes the dataset WebDataset-style tar shards (bench/make_shards.py: KEY.jpg and
+# KEY.cls members), indexed by `tiercache index`, and every side reads the members as records
+# (bench read --records), shuffled across all the shards each epoch; the plan configurations
+# write record plans (PATH OFFSET LENGTH). bench/run's `webdataset` workload.
+#
 # Environment: BUDGET_MIB (512; with a DATASET_DIR, half of it by default), DATASET_PCT (200: the
 # generated dataset's size, percent of the dram tier), DRAM_MIB (the dram tier: BUDGET_MIB; less
 # leaves the rest of the budget to the daemon's other memory and, in mode default, to the page
@@ -122,8 +127,15 @@ dram_mib="${DRAM_MIB:-$budget_mib}"
 [ "$budget_mib" -ge 16 ] && [ "$dram_mib" -ge 16 ] || { log "BUDGET_MIB and DRAM_MIB must be at least 16 (got $budget_mib, $dram_mib)"; exit 1; }
 budget=$((budget_mib * 1048576))
 files=$((dataset_bytes / (110 * 1024)))
+shards="${SHARDS:-0}"
+[[ "$shards" =~ ^[01]$ ]] || { log "SHARDS must be 0 or 1 (got '$shards')"; exit 2; }
 fill_origin() {  # dir: the dataset, copied or generated into it
-    if [ -n "$dataset" ]; then
+    if [ "$shards" = 1 ] && [ -z "$dataset" ]; then
+        local shard_bytes=$((dataset_bytes / 8 > 16 * 1048576 ? dataset_bytes / 8 : 16 * 1048576))
+        log "generating WebDataset-style tar shards (~${DATASET_PCT:-200}% of the ${dram_mib} MiB dram tier) into the origin"
+        python3 bench/make_shards.py "$1" --total-bytes "$dataset_bytes" --shard-bytes "$shard_bytes" --seed 7
+        dataset_note="bench/make_shards.py --total-bytes $dataset_bytes --shard-bytes $shard_bytes: tar shards, each member a record, shuffled across all shards"
+    elif [ -n "$dataset" ]; then
         log "copying $dataset into the origin"
         cp -a "$dataset/." "$1/"
         dataset_note="$dataset"
@@ -153,6 +165,11 @@ else
     origin_desc="a folder of the local disk, not throttled (as fast as the nvme tier)"
 fi
 dataset_bytes="$(du -sb "$origin" | cut -f1)"
+records=()  # bench read's: whole files, or the shards' records
+if [ "$shards" = 1 ]; then
+    "$tc" index "$origin" -o "$work/index.jsonl"
+    records=(--records "$work/index.jsonl")
+fi
 origin_dev="$(findmnt -no MAJ:MIN -T "$origin" | tr -d ' ')"
 
 for g in "${groups[@]}"; do mkdir -p "$mem_cg/$g" "$blk_cg/$g"; done
@@ -178,7 +195,7 @@ run_native() {
     local run=$1 e line
     drop_caches
     for e in $(seq "$epochs"); do
-        line="$(run_in tc-bench-reader "$tc" bench read "$origin" --readers "$readers" --seed "$((run * 100 + e))" --json)"
+        line="$(run_in tc-bench-reader "$tc" bench read "$origin" --readers "$readers" --seed "$((run * 100 + e))" --json "${records[@]}")"
         python3 -c 'import json, sys
 j = json.loads(sys.argv[3])
 print(sys.argv[1], "native", sys.argv[2], j["seconds"], j["storage_read_bytes"], -1, -1)' "$run" "$e" "$line" >> "$results"
@@ -207,7 +224,7 @@ run_mount() {  # run config mode
     [ -e "$mnt/.tiercache/stats" ] || { log "the mount did not come up (see $work/fuse.log)"; exit 1; }
     for e in $(seq "$epochs"); do
         before="$(cat "$mnt/.tiercache/stats")"
-        line="$("${reader_in[@]}" "$tc" bench read "$mnt" --readers "$readers" --seed "$((run * 100 + e))" --json "${read_opts[@]}")"
+        line="$("${reader_in[@]}" "$tc" bench read "$mnt" --readers "$readers" --seed "$((run * 100 + e))" --json "${records[@]}" "${read_opts[@]}")"
         after="$(cat "$mnt/.tiercache/stats")"
         python3 -c 'import json, sys
 run, name, e, line, before, after = sys.argv[1:4] + [json.loads(a) for a in sys.argv[4:]]
@@ -241,8 +258,10 @@ for run in $(seq "$runs"); do
 done
 
 mkdir -p bench/results
-report="bench/results/larger_than_memory-$(date -u +%Y%m%d-%H%M%S).md"
-python3 bench/larger_than_memory_report.py "$results" --dataset-bytes "$dataset_bytes" --budget-mib "$dram_mib" \
+name=larger_than_memory title="Larger than memory" time_target="<= 0.5x"
+[ "$shards" = 0 ] || name=webdataset title="WebDataset shards, a shuffled record plan" time_target="<= 0.3x"
+report="bench/results/$name-$(date -u +%Y%m%d-%H%M%S).md"
+python3 bench/larger_than_memory_report.py "$results" --workload "$name" --title "$title" --time-target "$time_target" --dataset-bytes "$dataset_bytes" --budget-mib "$dram_mib" \
     --nvme-mib "$nvme_mib" --readers "$readers" --runs "$runs" --origin "$origin_desc" --note "$dataset_note; memory cgroups: native $budget_mib MiB, the daemon (and in mode default its readers) $((budget_mib + ${SLACK_MIB:-128})) MiB" \
     --host "$(date -u +%Y-%m-%d), $(nproc) CPUs, kernel $(uname -r)" ${RESULT_JSON:+--json "$RESULT_JSON"} > "$report"
 cp "$results" "${report%.md}.txt"  # each run's lines, as the report read them
