@@ -38,7 +38,8 @@
 # (bench read --records), shuffled across all the shards each epoch; the plan configurations
 # write record plans (PATH OFFSET LENGTH). bench/run's `webdataset` workload.
 #
-# Environment: BUDGET_MIB (512; with a DATASET_DIR, half of it by default), DATASET_PCT (200: the
+# Environment: TIERCACHE_FUSE_OPTS (more mount options for every configuration, e.g.
+# "--extent 128KiB"), BUDGET_MIB (512; with a DATASET_DIR, half of it by default), DATASET_PCT (200: the
 # generated dataset's size, percent of the dram tier), DRAM_MIB (the dram tier: BUDGET_MIB; less
 # leaves the rest of the budget to the daemon's other memory and, in mode default, to the page
 # cache), MOUNT_MODES ("off default"), EPOCHS (3),
@@ -59,6 +60,7 @@ configs="${configs//,/ }"  # spaces or commas (bench/run's QUICK passes commas)
 mount_modes="${MOUNT_MODES:-off default}"
 mount_modes="${mount_modes//,/ }"
 build="${BUILD_DIR:-build}"
+read -r -a fuse_opts <<< "${TIERCACHE_FUSE_OPTS:-}"
 dataset="${1:-}"
 tc="$build/cache/tiercache"
 tc_fuse="$build/fuse/tiercache-fuse"
@@ -203,7 +205,7 @@ print(sys.argv[1], "native", sys.argv[2], j["seconds"], j["storage_read_bytes"],
 }
 run_mount() {  # run config mode
     local run=$1 name=$2 mode=$3 e line before after row=$2
-    local -a opts=(--dram "${dram_mib}MiB") read_opts=() reader_in=()
+    local -a opts=(--dram "${dram_mib}MiB" "${fuse_opts[@]}") read_opts=() reader_in=()
     if [ "$mode" = off ]; then
         opts+=(--kernel-cache off)
     else

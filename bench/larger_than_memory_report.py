@@ -77,7 +77,7 @@ def main():
         held = budget + (a.nvme_mib * 2**20 if "nvme" in config else 0)
         return min(1.0, held / a.dataset_bytes)
 
-    print(f"## Larger than memory: {a.dataset_bytes / 2**30:.2f} GiB dataset, {a.budget_mib} MiB DRAM budget, "
+    print(f"## {a.title}: {a.dataset_bytes / 2**30:.2f} GiB dataset, {a.budget_mib} MiB DRAM budget, "
           f"{len(epochs)} shuffled epochs, {a.readers} readers")
     print()
     print(f"{a.host}. Dataset: {a.note}. Origin: {a.origin}. Each configuration starts cold; medians of {a.runs} "
