@@ -1,6 +1,7 @@
 // Packed datasets (a few large files read by byte range) through a real mount, read by the
 // readers users have: python3-lmdb, python3-h5py, numpy memmaps and Python's tarfile
-// (tests/readers.py), each file larger than the dram tier, with the kernel cache on and off;
+// (tests/readers.py), each file larger than the dram tier, with the kernel cache on and off, and
+// the same files by byte range through the API;
 // shared maps with the kernel cache off; and a sparse file larger than the machine's memory.
 #include <catch2/catch.hpp>
 
@@ -117,6 +118,28 @@ TEST_CASE("LMDB, HDF5, a numpy memmap and a tar shard, each larger than dram, re
         CHECK(origin_bytes <= total * 11 / 10);
         CHECK(stats["tiers"]["nvme"]["hits"].get<std::uint64_t>() + stats["tiers"]["dram"]["hits"].get<std::uint64_t>() > 0);
     }
+
+    // The same files through the API: random byte ranges of each (as its reader's pages and
+    // records lie), two passes with dram + nvme, every byte the origin's.
+    const path nvme = dir / "nvme-api";
+    test::fs::create_directories(nvme);
+    auto cache = tiercache::Cache::open(tiercache::Config{}.origin(origin).dram("8MiB").nvme(nvme, "256MiB"));
+    std::mt19937_64 rng(3);
+    for (int pass = 0; pass < 2; ++pass)
+        for (const auto& name : test::list_files(origin)) {
+            const tiercache::SampleId id = cache.id_of(name);
+            const test::Bytes all = test::slurp(origin / name);
+            for (std::uint64_t at = 0; at < all.size(); at += 64 * 1024) {  // as many random 64 KiB reads as it has pieces
+                const std::uint64_t offset = (at + rng() % all.size()) % all.size() / 4096 * 4096;
+                test::Bytes got(std::min<std::size_t>(64 * 1024, all.size() - offset));
+                REQUIRE(cache.read(id, offset, got) == got.size());
+                REQUIRE(std::equal(got.begin(), got.end(), all.begin() + static_cast<std::ptrdiff_t>(offset)));
+            }
+        }
+    const tiercache::Stats s = cache.stats();
+    for (const auto& tier : s.tiers) CHECK(tier.used_bytes <= tier.capacity_bytes);
+    INFO("API origin bytes " << s.origin_bytes_read << " for " << total);
+    CHECK(s.origin_bytes_read <= total * 11 / 10);
 }
 
 TEST_CASE("with the kernel cache off a file maps shared, and every read() still reaches the daemon", "[mount][extents][mmap]") {
