@@ -160,7 +160,7 @@ struct RingState {
         }
         if (err != cudaSuccess) (void)rt->GetLastError();
         lock.lock();
-        b.recorded = 0;
+        if (err == cudaSuccess) b.recorded = 0;  // else still unknown: the next refill waits for them again
         b.waiting = false;
         work_cv.notify_all();
         if (err != cudaSuccess)

@@ -107,7 +107,7 @@ inline const Loaded& loaded() {
         Loaded l;
         std::string why;
         if (const char* env = std::getenv("TIERCACHE_CUDART"); env != nullptr && *env != '\0') {
-            if (!try_load(env, l, why)) l.why = "TIERCACHE_CUDART=" + std::string(env) + ": " + why;
+            if (!try_load(env, l, why)) l.why = "no CUDA runtime (TIERCACHE_CUDART=" + std::string(env) + ": " + why + ")";
             return l;
         }
         for (const std::string& path : {soname(), "/usr/local/cuda/lib64/" + soname()})
