@@ -30,6 +30,8 @@ set(CPACK_DEBIAN_PACKAGE_CONTROL_STRICT_PERMISSION ON)
 # dpkg-shlibdeps (dpkg-dev); fusermount3, which unmounts, from fuse3.
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 set(CPACK_DEBIAN_PACKAGE_DEPENDS "fuse3")
+# No CUDA package either way: a CUDA build links no CUDA library (the loader dlopens
+# libcudart.so.MAJOR when it is there: include/tiercache/detail/cuda_runtime.hpp).
 # What the headers include: only a C++ consumer needs it, a mount does not, so it is recommended
 # (apt installs recommends by default) rather than forced on every host that mounts.
 set(_dev "libboost-dev (>= 1.74), nlohmann-json3-dev (>= 3.10), libhwloc-dev (>= 2.3), libnuma-dev, libxxhash-dev, libtomlplusplus-dev, pkg-config")

@@ -14,6 +14,7 @@
 #include <random>
 #include <thread>
 
+#include "fake_cuda.hpp"
 #include "support.hpp"
 
 using namespace tiercache;
@@ -24,6 +25,13 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// How many times `needle` is in `text`.
+std::size_t count_of(const std::string& text, const std::string& needle) {
+    std::size_t n = 0;
+    for (std::size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + needle.size())) ++n;
+    return n;
+}
 
 // `count` files of mixed sizes: empty ones, 1-byte ones, a few of 1-3 MiB, the rest up to
 // 200 KiB, in 4 class folders.
@@ -377,7 +385,7 @@ TEST_CASE("pinned buffers: page-locked host memory without a GPU, and the loader
     PinnedBuffer moved = std::move(buffer);
     CHECK_FALSE(buffer);
     CHECK(moved.span()[12345] == std::byte{0x5a});
-    if (detail::cuda_device() >= 0) {
+    if (current_cuda_device() >= 0) {
         CHECK(moved.kind() == PinnedKind::cuda_host);
     } else {
         // No GPU (or no CUDA): mlock, which root or a 1 MiB RLIMIT_MEMLOCK allows.
@@ -405,7 +413,7 @@ TEST_CASE("pinned buffers: page-locked host memory without a GPU, and the loader
 }
 
 TEST_CASE("pinned buffers: when mlock is refused the memory stays usable and pageable, and says so", "[loader][pinned]") {
-    if (detail::cuda_device() >= 0) return;  // cudaHostAlloc, not mlock
+    if (current_cuda_device() >= 0) return;  // cudaHostAlloc, not mlock
     if (kMlockIntercepted) {
         WARN("the sanitizer ignores mlock: the refusal cannot be shown in this build");
         return;
@@ -439,25 +447,307 @@ TEST_CASE("pinned buffers: when mlock is refused the memory stays usable and pag
     CHECK_THAT(describe(PinnedKind::pageable), Catch::Contains("pageable host memory (mlock refused: RLIMIT_MEMLOCK is "));
 }
 
-#ifdef TIERCACHE_HAVE_CUDA
-TEST_CASE("loader: copy_to_device copies the whole batch, or throws CUDA's message without a device", "[loader][cuda]") {
+TEST_CASE("loader: a PinnedRing is allocated once for a run of epochs, grows only for a larger batch, one loader at a time",
+          "[loader][ring]") {
     test::TempDir dir;
-    make_mixed_dataset(dir.path(), 20, 31);
-    auto cache = Cache::open(Config{}.origin(dir.path()).dram("64MiB"));
+    make_flat_dataset(dir.path(), 40, 10 * 1024);
+    auto cache = Cache::open(Config{}.origin(dir.path()).dram("16MiB"));
+    PinnedRing ring;
+    CHECK(ring.allocations() == 0);
+    std::string logged;
+    {
+        test::LogCapture capture;
+        for (std::uint64_t epoch = 0; epoch < 6; ++epoch)
+            check_epoch(cache, dir.path(), EpochPlan(cache.catalog().size(), 3, epoch), {.batch = 4, .depth = 2, .threads = 3, .ring = &ring});
+        logged = capture.text();
+    }
+    INFO(logged);
+    CHECK(ring.allocations() == 1);
+    CHECK(ring.depth() == 2);
+    CHECK(ring.buffer_bytes() == 40 * 1024 + 5 * 1024);  // the largest batch and 1/8 to spare
+    CHECK_THAT(logged, Catch::Contains("loader: the run's ring, allocated: 2 batch buffers of 45.0 KiB in "));
+    CHECK(count_of(logged, "the run's ring, reused (allocated 1 time): 2 batch buffers of 45.0 KiB") == 5);
+
+    SECTION("a larger batch grows it, and says so; a smaller one and a deeper ring reuse or add") {
+        test::LogCapture capture;
+        check_epoch(cache, dir.path(), EpochPlan(cache.catalog().size(), 3, 6), {.batch = 8, .depth = 2, .ring = &ring});
+        CHECK(ring.allocations() == 2);
+        CHECK(ring.buffer_bytes() == 80 * 1024 + 10 * 1024);
+        check_epoch(cache, dir.path(), EpochPlan(cache.catalog().size(), 3, 7), {.batch = 2, .depth = 2, .ring = &ring});
+        CHECK(ring.allocations() == 2);
+        check_epoch(cache, dir.path(), EpochPlan(cache.catalog().size(), 3, 8), {.batch = 2, .depth = 3, .ring = &ring});
+        CHECK(ring.allocations() == 3);
+        CHECK(ring.depth() == 3);
+        const std::string text = capture.text();
+        INFO(text);
+        CHECK_THAT(text, Catch::Contains("the run's ring, grown from 45.0 KiB to 90.0 KiB a buffer for this epoch's largest batch (80.0 KiB)"));
+        CHECK_THAT(text, Catch::Contains("the run's ring, deepened from 2 buffers: 3 batch buffers of 90.0 KiB"));
+    }
+    SECTION("a second loader while the first has it is refused; after it, fine") {
+        std::optional<EpochLoader> first;
+        first.emplace(cache, EpochPlan(cache.catalog().size(), 3, 6), LoaderOptions{.batch = 4, .depth = 2, .ring = &ring});
+        CHECK_THROWS_WITH(EpochLoader(cache, EpochPlan(cache.catalog().size(), 3, 7), {.batch = 4, .depth = 2, .ring = &ring}),
+                          Catch::Contains("in use by another EpochLoader"));
+        first.reset();
+        CHECK(check_epoch(cache, dir.path(), EpochPlan(cache.catalog().size(), 3, 7), {.batch = 4, .depth = 2, .ring = &ring}) == 10);
+        CHECK(ring.allocations() == 1);
+    }
+    SECTION("a Batch of the last epoch still held: the next epoch waits for that buffer; growing is refused") {
+        std::optional<Batch> kept;
+        {
+            EpochLoader last(cache, EpochPlan(cache.catalog().size(), 3, 6), {.batch = 4, .depth = 2, .ring = &ring});
+            kept = last.next();  // buffer 0
+        }
+        REQUIRE(kept);
+        const std::vector<std::byte> kept_bytes(kept->bytes().begin(), kept->bytes().end());
+        CHECK_THROWS_WITH(EpochLoader(cache, EpochPlan(cache.catalog().size(), 3, 7), {.batch = 8, .depth = 2, .ring = &ring}),
+                          Catch::Contains("still holds buffer 0: release it first"));
+        EpochLoader next(cache, EpochPlan(cache.catalog().size(), 3, 7), {.batch = 4, .depth = 2, .ring = &ring});
+        std::this_thread::sleep_for(50ms);  // the threads would have filled buffer 0 by now, were it free
+        CHECK(std::equal(kept->bytes().begin(), kept->bytes().end(), kept_bytes.begin(), kept_bytes.end()));
+        std::thread releaser([&] {
+            std::this_thread::sleep_for(50ms);
+            kept->release();
+        });
+        const auto t0 = Clock::now();
+        auto first = next.next();
+        const double waited = seconds_since(t0);
+        releaser.join();
+        REQUIRE(first);
+        CHECK(waited >= 0.04);
+        const test::Bytes want = test::slurp(dir.path() / std::string(cache.catalog().path(first->ids()[0])));
+        CHECK(std::equal(want.begin(), want.end(), first->sample(0).begin(), first->sample(0).end()));
+        CHECK(ring.allocations() == 1);
+    }
+}
+
+TEST_CASE("loader: the device option is validated, and without a device the ring is mlock'ed host memory, saying why",
+          "[loader][device]") {
+    test::TempDir dir;
+    make_flat_dataset(dir.path(), 8, 1000);
+    auto cache = Cache::open(Config{}.origin(dir.path()).dram("16MiB"));
     const EpochPlan plan(cache.catalog().size(), 1, 0);
-    EpochLoader loader(cache, plan, {.batch = 5, .depth = 2, .threads = 2});
-    auto batch = loader.next();
-    REQUIRE(batch);
-    if (detail::cuda_device() < 0) {
-        CHECK_THROWS_AS(batch->copy_to_device(nullptr, nullptr), std::runtime_error);
+    CHECK_THROWS_WITH((LoaderOptions{.device = -3}.validate()),
+                      "loader: device -3 is neither a device index nor kCurrentDevice (-1) nor kHostOnly (-2)");
+    CHECK_THROWS_AS(EpochLoader(cache, plan, {.device = -7}), std::invalid_argument);
+    if (current_cuda_device() >= 0) {
+        WARN("a CUDA device is present: the no-device paths are not shown here");
+        CHECK_THROWS_WITH(EpochLoader(cache, plan, {.device = 1000}), Catch::Contains("loader: device 1000 is not there: this host has "));
         return;
     }
+    std::string why;
+    CHECK(current_cuda_device(&why) == -1);
+    INFO(why);
+#ifdef TIERCACHE_HAVE_CUDA
+    CHECK((why.rfind("no CUDA device (", 0) == 0 || why.rfind("no CUDA runtime (", 0) == 0));
+#else
+    CHECK(why == "built without CUDA");
+#endif
+    // An index asked for is an error without a device: never a silent fallback.
+    CHECK_THROWS_WITH(EpochLoader(cache, plan, {.device = 0}), "loader: device 0 asked for, but " + why);
+    CHECK_THROWS_AS(EpochLoader(cache, plan, {.device = 3}), std::invalid_argument);
+    for (const int device : {LoaderOptions::kCurrentDevice, LoaderOptions::kHostOnly}) {
+        INFO("device " << device);
+        test::LogCapture capture;
+        EpochLoader loader(cache, plan, {.batch = 4, .depth = 2, .device = device});
+        CHECK(loader.device() == -1);
+        CHECK((loader.memory_kind() == PinnedKind::mlock || loader.memory_kind() == PinnedKind::pageable));
+        const std::string text = capture.text();
+        if (loader.memory_kind() == PinnedKind::mlock)
+            CHECK_THAT(text, Catch::Contains("loader: 2 batch buffers of 3.9 KiB in page-locked host memory (mlock; " +
+                                             (device == LoaderOptions::kHostOnly ? std::string("host memory asked for (kHostOnly)") : why) + ")"));
+#ifdef TIERCACHE_HAVE_CUDA
+        auto batch = loader.next();
+        REQUIRE(batch);
+        CHECK_THROWS_WITH(batch->copy_to_device(nullptr, nullptr), Catch::Contains("cannot be copied to a device: the ring is in host memory"));
+#endif
+    }
+}
+
+TEST_CASE("pinned buffers: a PCI device's NUMA node comes from sysfs, -1 where it is not known", "[loader][pinned]") {
+    test::TempDir dir;
+    test::write_file(dir.path() / "0000:3b:00.0" / "numa_node", test::Bytes{std::byte{'1'}, std::byte{'\n'}});
+    test::write_file(dir.path() / "0000:5e:00.0" / "numa_node", test::Bytes{std::byte{'-'}, std::byte{'1'}});
+    CHECK(detail::pci_numa_node("0000:3B:00.0", dir.path()) == 1);  // as cudaDeviceGetPCIBusId writes it
+    CHECK(detail::pci_numa_node("0000:5e:00.0", dir.path()) == -1);
+    CHECK(detail::pci_numa_node("0000:af:00.0", dir.path()) == -1);
+    CHECK(detail::numa_nodes() >= 1);
+}
+
+#ifdef TIERCACHE_HAVE_CUDA
+namespace {
+
+// README's loop over `epochs` epochs with a ring of depth 2 kept for the run: copy_to_device,
+// and the Batch dropped at once, the copy still queued. Each batch goes to its own place on the
+// device; at each epoch's end all of it comes back and is compared with the origin's bytes.
+// With the runtime in place: the real one, or a FakeCuda.
+void readme_loop_to_device(Cache& cache, const test::fs::path& root, int epochs, std::size_t batch_size) {
+    const detail::cuda::Runtime& rt = *detail::cuda::runtime();
+    std::uint64_t total = 0;
+    for (SampleId id = 0; id < cache.catalog().size(); ++id) total += cache.size(id);
     void* device = nullptr;
-    REQUIRE(cudaMalloc(&device, loader.buffer_bytes()) == cudaSuccess);
-    batch->copy_to_device(device, nullptr);
-    std::vector<std::byte> back(batch->bytes().size());
-    REQUIRE(cudaMemcpy(back.data(), device, back.size(), cudaMemcpyDeviceToHost) == cudaSuccess);
-    cudaFree(device);
-    CHECK(std::equal(back.begin(), back.end(), batch->bytes().begin(), batch->bytes().end()));
+    cudaStream_t stream = nullptr;
+    REQUIRE(rt.Malloc(&device, total) == cudaSuccess);
+    REQUIRE(rt.StreamCreate(&stream) == cudaSuccess);
+    std::size_t mismatches = 0, samples = 0, batches = 0;
+    PinnedRing ring;
+    for (int epoch = 0; epoch < epochs; ++epoch) {
+        const EpochPlan plan(cache.catalog().size(), 5, static_cast<std::uint64_t>(epoch));
+        EpochLoader loader(cache, plan, {.batch = batch_size, .depth = 2, .threads = 3, .ring = &ring});
+        std::vector<SampleId> order;
+        std::uint64_t at = 0;
+        while (auto b = loader.next()) {
+            b->copy_to_device(static_cast<std::byte*>(device) + at, stream);  // one cudaMemcpyAsync
+            order.insert(order.end(), b->ids().begin(), b->ids().end());
+            at += b->bytes().size();
+            ++batches;
+        }  // the Batch goes here; the ring waits for its copy before refilling the buffer
+        std::vector<std::byte> back(at);
+        REQUIRE(rt.StreamSynchronize(stream) == cudaSuccess);
+        REQUIRE(rt.Memcpy(back.data(), device, at, cudaMemcpyDeviceToHost) == cudaSuccess);
+        std::uint64_t offset = 0;
+        for (const SampleId id : order) {
+            const test::Bytes want = test::slurp(root / std::string(cache.catalog().path(id)));
+            if (!std::equal(want.begin(), want.end(), back.begin() + static_cast<std::ptrdiff_t>(offset))) ++mismatches;
+            offset += want.size();
+            ++samples;
+        }
+        CHECK(offset == at);
+    }
+    (void)rt.StreamDestroy(stream);
+    (void)rt.Free(device);
+    INFO(batches << " batches, " << samples << " samples over " << epochs << " epochs");
+    CHECK(mismatches == 0);
+    CHECK(samples == static_cast<std::size_t>(epochs) * cache.catalog().size());
+    CHECK(ring.allocations() == 1);
+}
+
+}  // namespace
+
+TEST_CASE("loader on a fake device: README's loop, Batches dropped with copies still queued, gives the origin's bytes",
+          "[loader][cuda][fake]") {
+    test::TempDir dir;
+    make_flat_dataset(dir.path(), 48, 20 * 1024);
+    auto cache = Cache::open(Config{}.origin(dir.path()).dram("64MiB"));
+    test::FakeCuda fake(std::chrono::microseconds(500));
+    readme_loop_to_device(cache, dir.path(), 12, 4);
+    // The ring did find copies still running, and waited: a ring that did not would have
+    // refilled those buffers under them, and the bytes on the device would differ.
+    CHECK(fake.not_ready > 0);
+    CHECK(fake.host_allocs == 2);  // one ring of 2 buffers for the 12 epochs
+}
+
+TEST_CASE("loader on a fake device: an earlier kernel's error is not blamed on the batch", "[loader][cuda][fake]") {
+    test::TempDir dir;
+    make_flat_dataset(dir.path(), 12, 1000);
+    auto cache = Cache::open(Config{}.origin(dir.path()).dram("16MiB"));
+    test::FakeCuda fake;
+    const detail::cuda::Runtime& rt = *detail::cuda::runtime();
+    {
+        test::LogCapture capture;
+        EpochLoader loader(cache, EpochPlan(cache.catalog().size(), 1, 0), {.batch = 4, .depth = 2});
+        CHECK(loader.device() == 0);
+        CHECK(loader.memory_kind() == PinnedKind::cuda_host);
+        CHECK_THAT(capture.text(), Catch::Contains("loader: 2 batch buffers of 3.9 KiB in pinned memory (cudaHostAlloc, device 0 "
+                                                   "(the current device), PCI 0000:00:00.0"));
+        void* device = nullptr;
+        REQUIRE(rt.Malloc(&device, 4096) == cudaSuccess);
+
+        // An error of its own (a bad destination): this copy's, cleared for the caller.
+        auto b0 = loader.next();
+        REQUIRE(b0);
+        try {
+            b0->copy_to_device(nullptr, nullptr);
+            FAIL("no error");
+        } catch (const CudaError& e) {
+            CHECK_FALSE(e.earlier());
+            CHECK(e.code() == cudaErrorInvalidValue);
+            CHECK_THAT(e.what(), Catch::StartsWith("loader: copying batch 0 (3.9 KiB) to the device: cudaErrorInvalidValue"));
+        }
+        CHECK(rt.PeekAtLastError() == cudaSuccess);
+
+        // A non-sticky error an earlier launch left pending: the copy works, the error stays the caller's.
+        test::FakeCuda::set_last_error(cudaErrorInvalidConfiguration);
+        CHECK_NOTHROW(b0->copy_to_device(device, nullptr));
+        CHECK(rt.GetLastError() == cudaErrorInvalidConfiguration);
+
+        // A faulted kernel (sticky): every call fails with it; the message says it is not the batch's.
+        fake.sticky = cudaErrorIllegalAddress;
+        try {
+            b0->copy_to_device(device, nullptr);
+            FAIL("no error");
+        } catch (const CudaError& e) {
+            CHECK(e.earlier());
+            CHECK_THAT(e.what(), Catch::Contains("the device already had an error from earlier work"));
+            CHECK_THAT(e.what(), Catch::Contains("not from this batch: cudaErrorIllegalAddress"));
+        }
+        fake.sticky = 0;
+        (void)rt.DeviceSynchronize();
+        (void)rt.Free(device);
+    }
+    SECTION("a failed wait for a buffer's copies fails the batch that was to refill it, without writing the buffer") {
+        EpochLoader loader(cache, EpochPlan(cache.catalog().size(), 1, 0), {.batch = 2, .depth = 1, .threads = 1});
+        void* device = nullptr;
+        REQUIRE(rt.Malloc(&device, 4096) == cudaSuccess);
+        fake.event_error = cudaErrorIllegalAddress;
+        {
+            auto b0 = loader.next();
+            REQUIRE(b0);
+            b0->copy_to_device(device, nullptr);
+        }
+        try {
+            (void)loader.next();
+            FAIL("no error");
+        } catch (const CudaError& e) {
+            CHECK(e.earlier());
+            CHECK_THAT(e.what(), Catch::StartsWith("loader: batch 1 was not filled: waiting for the copies queued from its buffer "
+                                                   "failed: cudaErrorIllegalAddress"));
+        }
+        fake.event_error = 0;
+        // The epoch goes on (batch 2 may have raced the reset and failed the same way), and the
+        // buffer is refilled only once batch 0's copy is known to be done.
+        std::optional<Batch> b2;
+        for (int tries = 0; tries < 2 && !b2; ++tries) try {
+                b2 = loader.next();
+            } catch (const CudaError& e) {
+                CHECK(e.earlier());
+            }
+        REQUIRE(b2);
+        CHECK(b2->index() >= 2);
+        const test::Bytes want = test::slurp(dir.path() / std::string(cache.catalog().path(b2->ids()[0])));
+        CHECK(std::equal(want.begin(), want.end(), b2->sample(0).begin(), b2->sample(0).end()));
+        (void)rt.DeviceSynchronize();
+        (void)rt.Free(device);
+    }
+    SECTION("a device index the host does not have is an error; a ring pinned for one device is refused for host memory") {
+        CHECK_THROWS_WITH(EpochLoader(cache, EpochPlan(cache.catalog().size(), 1, 0), {.device = 1}),
+                          "loader: device 1 is not there: this host has 1 CUDA device (0)");
+        PinnedRing ring;
+        { EpochLoader first(cache, EpochPlan(cache.catalog().size(), 1, 0), {.device = 0, .ring = &ring}); }
+        CHECK(ring.device() == 0);
+        CHECK_THROWS_WITH(EpochLoader(cache, EpochPlan(cache.catalog().size(), 1, 1), {.device = LoaderOptions::kHostOnly, .ring = &ring}),
+                          Catch::Contains("the PinnedRing is pinned for device 0, this loader is for host memory"));
+    }
+}
+
+TEST_CASE("loader on the GPU: README's loop over many epochs with a ring of depth 2, copied back and compared with the origin",
+          "[loader][cuda][device]") {
+    std::string why;
+    if (current_cuda_device(&why) < 0) {
+        WARN("SKIPPED: this test needs a CUDA device: " << why);
+        return;
+    }
+    test::TempDir dir;
+    make_mixed_dataset(dir.path(), 300, 41);
+    auto cache = Cache::open(Config{}.origin(dir.path()).dram("256MiB"));
+    test::LogCapture capture;
+    readme_loop_to_device(cache, dir.path(), 1, 16);  // the first epoch sizes the ring: the rest reuse it
+    INFO(capture.text());
+    CHECK_THAT(capture.text(), Catch::Contains("pinned memory (c"));
+    // A flat data set, so that no epoch's largest batch outgrows the first's: many epochs, one ring.
+    test::TempDir flat;
+    make_flat_dataset(flat.path(), 256, 96 * 1024);
+    auto flat_cache = Cache::open(Config{}.origin(flat.path()).dram("256MiB"));
+    readme_loop_to_device(flat_cache, flat.path(), 30, 8);
 }
 #endif
