@@ -539,7 +539,7 @@ private:
         if (nvme_writer_) {
             const NvmeWriterCounters& w = nvme_writer_->counters();
             s.nvme_writes_queued = w.queued.load(), s.nvme_writes_skipped = w.skipped.load(), s.nvme_writes_retried = w.retried.load();
-            s.nvme_writes_written = w.written.load(), s.nvme_writes_dropped = w.dropped.load(), s.nvme_writes_served = w.served.load();
+            s.nvme_writes_written = w.written.load(), s.nvme_writes_dropped = w.dropped.load();
             s.nvme_write_queue_bytes = nvme_writer_->queued_bytes(), s.nvme_write_queue_capacity = nvme_writer_->max_bytes();
         }
         return s;
@@ -629,11 +629,6 @@ private:
                     if (got.promoted) return {Found::memory, std::move(got.promoted), {}, waited, true};
                     return {Found::buffer, {}, whole, waited, false};
                 }
-            }
-            // Demoted from memory and not on nvme yet: the writer's queued copy, not the origin.
-            if (nvme_writer_ && !use.prefetch) {
-                const std::span<std::byte> whole = thread_buffer(catalog_.extent_length(e));
-                if (nvme_writer_->copy_queued(e, version_of(e).load(), whole)) return {Found::buffer, {}, whole, waited, false};
             }
             const Fetch fetch = begin_fetch(e);
             switch (fetch.kind) {

@@ -33,7 +33,6 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
-#include <cstring>
 #include <deque>
 #include <functional>
 #include <mutex>
@@ -64,7 +63,6 @@ struct NvmeWriterCounters {
     std::atomic<std::uint64_t> retried{0};  // remembered extents the thread went back for
     std::atomic<std::uint64_t> written{0};  // queued or retried writes stored on nvme
     std::atomic<std::uint64_t> dropped{0};  // queued writes not stored: the file changed, or the tier refused
-    std::atomic<std::uint64_t> served{0};   // reads of an extent served from its queued write (on no tier meanwhile)
 };
 
 class NvmeWriter {
@@ -111,21 +109,6 @@ public:
             start_locked();
         }
         wake_.notify_one();
-        return true;
-    }
-
-    // Copies extent `e`'s bytes into `dest` (its length) if a write of them, made under file
-    // version `version`, is queued or being written: a copy demoted from memory is on no tier
-    // until it is written, and its reader would otherwise read the origin again. Holds the
-    // lock for the copy, so the write cannot end (and its bytes go) under it.
-    bool copy_queued(ExtentId e, std::uint32_t version, std::span<std::byte> dest) {
-        std::lock_guard lock(mutex_);
-        const NvmeWrite* found = current_ && current_->extent == e ? current_ : nullptr;
-        for (auto it = queue_.rbegin(); !found && it != queue_.rend(); ++it)
-            if (it->extent == e) found = &*it;  // the newest
-        if (!found || found->version != version || found->bytes().size() != dest.size()) return false;
-        std::memcpy(dest.data(), found->bytes().data(), dest.size());
-        counters_.served.fetch_add(1, std::memory_order_relaxed);
         return true;
     }
 
@@ -182,13 +165,9 @@ private:
             if (!queue_.empty()) {
                 NvmeWrite w = std::move(queue_.front());
                 queue_.pop_front();
-                current_ = &w;
                 lock.unlock();
                 (write_(w) ? counters_.written : counters_.dropped).fetch_add(1, std::memory_order_relaxed);
                 const std::uint64_t size = w.bytes().size();
-                lock.lock();
-                current_ = nullptr;  // before its bytes go: copy_queued() reads them under the lock
-                lock.unlock();
                 w = {};  // the pin (or the copy) goes before the room is given back
                 lock.lock();
                 queued_bytes_ -= size;
@@ -213,7 +192,6 @@ private:
     std::condition_variable wake_;           // the thread: work, resume or stop
     std::condition_variable idle_;           // drain(): all done
     std::deque<NvmeWrite> queue_;            // protected by mutex_
-    const NvmeWrite* current_ = nullptr;     // protected by mutex_: the write the thread is doing
     std::deque<ExtentId> remembered_;        // protected by mutex_: skipped, to retry when idle
     std::uint64_t queued_bytes_ = 0;         // protected by mutex_: bytes in queue_ and the write in progress
     bool busy_ = false;                      // protected by mutex_: the thread is in write_ or retry_
