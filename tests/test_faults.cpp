@@ -508,7 +508,8 @@ TEST_CASE("corrupt slabs, then a corrupt index, between two daemon runs: the ori
     {
         test::Mount mnt(origin, dir / "mnt", options);
         add(read_all(mnt.path(), origin, names));
-        CHECK(nvme_stat(mnt.stats(), "resident_samples") == names.size());
+        // Written through in the background (nvme_writer.hpp): all of them once the queue drains.
+        CHECK(test::eventually([&] { return nvme_stat(mnt.stats(), "resident_samples") == names.size(); }));
         CHECK(mnt.stop() == 0);  // the index is saved
     }
     std::uint64_t failures = 0;
