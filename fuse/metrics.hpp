@@ -194,6 +194,18 @@ inline std::string render_metrics(const MetricsInput& in) {
     w.sample({}, s.prefetch_bytes);
     w.family("tiercache_prefetch_errors_total", "counter", "Prefetches the origin failed.");
     w.sample({}, s.prefetch_errors);
+    // The nvme write-through (nvme_writer.hpp), by what became of each write.
+    w.family("tiercache_nvme_writes_total", "counter",
+             "nvme write-throughs by outcome: queued, skipped (queue full), retried, written, dropped (file changed), "
+             "awaited (demoted while queued: readers waited for the write).");
+    const std::pair<const char*, std::uint64_t> writes[] = {
+        {"queued", s.nvme_writes_queued}, {"skipped", s.nvme_writes_skipped}, {"retried", s.nvme_writes_retried},
+        {"written", s.nvme_writes_written}, {"dropped", s.nvme_writes_dropped}, {"awaited", s.nvme_writes_awaited}};
+    for (const auto& [outcome, n] : writes) w.sample(Labels{{"outcome", outcome}}, n);
+    w.family("tiercache_nvme_write_queue_bytes", "gauge", "Bytes queued for the nvme writer now.");
+    w.sample({}, s.nvme_write_queue_bytes);
+    w.family("tiercache_nvme_write_queue_capacity_bytes", "gauge", "Bytes the nvme writer may hold queued.");
+    w.sample({}, s.nvme_write_queue_capacity);
     w.family("tiercache_fuse_requests_total", "counter", "FUSE requests by operation (control: those on .tiercache).");
     for (const auto& [op, n] : in.requests) w.sample(Labels{{"op", op}}, n);
     return w.take();

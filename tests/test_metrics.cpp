@@ -29,6 +29,8 @@ MetricsInput sample_input() {
     in.stats.tiers = {dram, nvme};
     in.stats.origin_reads = 3, in.stats.origin_bytes_read = 12288, in.stats.origin_errors = 1;
     in.stats.samples = 10, in.stats.dataset_bytes = 40960;
+    in.stats.nvme_writes_queued = 7, in.stats.nvme_writes_written = 6, in.stats.nvme_writes_awaited = 2;
+    in.stats.nvme_write_queue_bytes = 4096, in.stats.nvme_write_queue_capacity = 16 << 20;
     in.jobs = {JobReads{"1234", 10, 40960, 4, 0.25}, JobReads{"none", 2, 8192, 0, 0}};
     in.requests = {{"read", 12}, {"lookup", 3}};
     in.uptime_seconds = 1.5;
@@ -110,6 +112,12 @@ TEST_CASE("metrics: per tier, origin, job and build values come from the stats",
     CHECK(v(R"(tiercache_job_read_bytes_total{job="none",mount="/mnt/ds"})") == 8192);
     CHECK(v(R"(tiercache_fuse_requests_total{op="read",mount="/mnt/ds"})") == 12);
     CHECK(v(R"(tiercache_dataset_samples{mount="/mnt/ds"})") == 10);
+    CHECK(v(R"(tiercache_nvme_writes_total{outcome="queued",mount="/mnt/ds"})") == 7);
+    CHECK(v(R"(tiercache_nvme_writes_total{outcome="written",mount="/mnt/ds"})") == 6);
+    CHECK(v(R"(tiercache_nvme_writes_total{outcome="awaited",mount="/mnt/ds"})") == 2);
+    CHECK(v(R"(tiercache_nvme_writes_total{outcome="skipped",mount="/mnt/ds"})") == 0);
+    CHECK(v(R"(tiercache_nvme_write_queue_bytes{mount="/mnt/ds"})") == 4096);
+    CHECK(v(R"(tiercache_nvme_write_queue_capacity_bytes{mount="/mnt/ds"})") == 16 << 20);
 }
 
 TEST_CASE("metrics: label values escape backslash, double quote and line feed", "[metrics]") {

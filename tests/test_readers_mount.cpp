@@ -273,9 +273,8 @@ TEST_CASE("WebDataset shards: their members, indexed and shuffled across shards 
     check_tiers(stats);
     const auto origin_bytes = stats["origin"]["bytes_read"].get<std::uint64_t>();
     INFO("origin bytes " << origin_bytes << " for " << total << " bytes of shards");
-    // nvme holds what 4 MiB of dram cannot; but an extent demoted while its write-through is
-    // still queued is on no tier, and read again (1.05-1.27x seen, more under load and under
-    // sanitizers): a known gap of the background writer, bounded here, not yet closed.
-    CHECK(origin_bytes <= total * 14 / 10);
+    // nvme holds what 4 MiB of dram cannot (an extent demoted while its write-through is still
+    // queued is read from that write: cache.hpp, await_write_through).
+    CHECK(origin_bytes <= total * 11 / 10);
     CHECK(stats["tiers"]["nvme"]["hits"].get<std::uint64_t>() > 0);
 }

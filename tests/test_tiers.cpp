@@ -208,7 +208,8 @@ TEST_CASE("all four tiers over a dataset 4x dram: 3 epochs correct, bounds kept,
     REQUIRE(s.tiers.size() == 4);
     CHECK(s.tiers[3].name == "nvme");
     CHECK(s.origin_bytes_read == total);
-    CHECK(s.tiers[3].resident_samples == want.size());  // written through: nvme holds them all
+    cache.wait_for_nvme_writes();  // written through in the background
+    CHECK(cache.stats().tiers[3].resident_samples == want.size());  // nvme holds them all
     CHECK(s.tiers[3].hits > 0);                          // what no memory tier holds comes from nvme
 }
 
@@ -464,4 +465,42 @@ TEST_CASE("write-through: with no memory tier room, a copy is queued; a reader o
     cache.wait_for_nvme_writes();
     CHECK(epoch(cache, want, 2) == 0);
     CHECK(cache.stats().origin_bytes_read == total);
+}
+
+TEST_CASE("write-through: an extent demoted while its write is queued is read from that write, not the origin", "[tiers][nvme][writer]") {
+    test::TempDir dir;
+    const auto origin = dir / "origin";
+    const std::uint64_t total = make_files(origin, 80, 16);
+    test::fs::create_directories(dir / "nvme");
+    // LRU over a quarter of the data: the epoch demotes what it read while the writes wait.
+    auto cache = Cache::open(Config{}.origin(origin).dram(std::to_string(total / 4)).policy("lru").nvme(dir / "nvme", "64MiB"));
+    const auto want = origin_bytes(cache, origin);
+    cache.pause_nvme_writes_for_testing(true);
+    CHECK(epoch(cache, want, 1) == 0);
+    Stats s = cache.stats();
+    CHECK(s.nvme_writes_awaited > 0);           // demotions handed to their queued writes
+    CHECK(s.tiers.front().demotions > 0);
+    CHECK(s.tiers.front().used_bytes <= s.tiers.front().capacity_bytes);
+    CHECK(s.tiers.front().resident_samples > 0);  // not emptied for extents it could not make room for
+    // A demoted extent, on no tier while its write waits: its reader waits for the write.
+    SampleId demoted = 0;
+    while (demoted < want.size() && cache.resident_checksum(demoted)) ++demoted;
+    REQUIRE(demoted < want.size());
+    std::atomic<bool> read_done{false};
+    test::Bytes got(want[demoted].size());
+    std::thread reader([&] {
+        cache.read(demoted, 0, got);
+        read_done = true;
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    CHECK_FALSE(read_done.load());
+    cache.pause_nvme_writes_for_testing(false);
+    reader.join();
+    CHECK(got == want[demoted]);
+    cache.wait_for_nvme_writes();
+    CHECK(epoch(cache, want, 2) == 0);
+    s = cache.stats();
+    CHECK(s.origin_bytes_read == total);  // every extent read from the origin once
+    CHECK(s.nvme_writes_dropped == 0);
+    CHECK(nvme_resident(cache) == want.size());
 }

@@ -539,7 +539,7 @@ private:
         if (nvme_writer_) {
             const NvmeWriterCounters& w = nvme_writer_->counters();
             s.nvme_writes_queued = w.queued.load(), s.nvme_writes_skipped = w.skipped.load(), s.nvme_writes_retried = w.retried.load();
-            s.nvme_writes_written = w.written.load(), s.nvme_writes_dropped = w.dropped.load();
+            s.nvme_writes_written = w.written.load(), s.nvme_writes_dropped = w.dropped.load(), s.nvme_writes_awaited = w.awaited.load();
             s.nvme_write_queue_bytes = nvme_writer_->queued_bytes(), s.nvme_write_queue_capacity = nvme_writer_->max_bytes();
         }
         return s;
@@ -567,7 +567,8 @@ private:
                 nvme_ = std::make_unique<NvmeTier>(catalog_, t.dir, capacity);
                 log(LogLevel::info, nvme_->describe(), ": ", nvme_->warm_samples(), " samples warm from its index");
                 nvme_writer_ = std::make_unique<NvmeWriter>(
-                    write_queue_bytes(), [this](NvmeWrite& w) { return write_through(w); }, [this](ExtentId e) { return write_back(e); });
+                    write_queue_bytes(), [this](const NvmeWrite& w) { return store(w); }, [this](ExtentId e) { end_flight(e); },
+                    [this](ExtentId e) { return write_back(e); });
                 return;
         }
         memory_.push_back(std::make_unique<MemoryTier>(t.name(), *segment_, catalog_, *regions_.back(), base, capacity,
@@ -776,13 +777,16 @@ private:
     // ---- placement: placement_mutex_ held ------------------------------------------------
 
     // Room for `e` in memory tier k if its policy admits it, demoting that tier's victims
-    // as needed; the reserved block, or nullptr.
+    // as needed; the reserved block, or nullptr. A victim still pinned (a reader copying it, or
+    // its queued nvme write) keeps its room until let go: while that much room is on its way,
+    // `e` goes elsewhere this time rather than more being demoted for it (a writer lagging
+    // behind would otherwise empty the tier, one victim per miss, and gain no room by it).
     std::byte* admit_into(std::size_t k, ExtentId e) {
         MemoryTier& tier = *memory_[k];
         const std::uint64_t size = catalog_.extent_length(e);
         if (size == 0 || size > tier.capacity() || !tier.policy().admit(e, size, tier.free_bytes())) return nullptr;
         if (std::byte* bytes = tier.reserve(e)) return bytes;
-        while (tier.policy().evicts()) {
+        while (tier.policy().evicts() && tier.pinned_evicted_bytes() < size) {
             const auto victim = tier.policy().victim_for(e);
             if (!victim) break;
             demote(k, *victim);
@@ -818,15 +822,28 @@ private:
             const std::uint64_t checksum = *tier.checksum(e);
             bool placed = place_copy(e, from.bytes(), checksum, k + 1, memory_.size(), Counted::nothing).has_value();
             if (!placed && nvme_) {
-                // Written through when it came in, as a rule; else a copy is written once the
+                // Written through when it came in, as a rule (or its write-through, still queued,
+                // goes first and its readers wait for it); else a copy is written once the
                 // placement lock is let go (no disk I/O under it).
-                if (!nvme_->contains(e))
+                if (!nvme_->contains(e) && !await_write_through(e))
                     deferred_nvme_.push_back({e, {from.bytes().begin(), from.bytes().end()}, checksum, version_of(e).load(), false});
                 placed = true;
             }
             if (placed) tier.counters().demotions.fetch_add(1, std::memory_order_relaxed);
         }
         tier.evict(e);
+    }
+
+    // Extent `e`, leaving memory, is not on nvme yet: if its write-through is still queued (or
+    // under way), its fetch is in flight until that write lands (nvme_writer.hpp, take_flight),
+    // so that its readers wait for the write instead of reading the origin again. Set before
+    // the hand-over: the writer may end it at once.
+    bool await_write_through(ExtentId e) {
+        if (!nvme_writer_ || fetching_[e].load() != 0) return false;
+        fetching_[e].store(1);
+        if (nvme_writer_->take_flight(e, version_of(e).load())) return true;
+        fetching_[e].store(0);  // no reader saw it: it is set and cleared under the placement lock
+        return false;
     }
 
     // Stores a copy on nvme (if not there already), evicting its oldest slab when full and
@@ -974,9 +991,22 @@ private:
         return std::max<std::uint64_t>(bound, catalog_.extent_bytes());
     }
 
-    // One queued write: stored if the file is still the version read, and dropped again if it
-    // changed while being written (as run_deferred does). False: not stored.
-    bool write_through(NvmeWrite& w) noexcept {
+    // A write done by its caller (the writer had no room): stored, then the extent's fetch ended
+    // if the write carried it. False: not stored.
+    bool write_through(const NvmeWrite& w) noexcept {
+        const bool stored = store(w);
+        if (w.single_flight) end_flight(w.extent);
+        return stored;
+    }
+
+    void end_flight(ExtentId e) noexcept {
+        fetching_[e].store(0);
+        fetching_[e].notify_all();
+    }
+
+    // One write: stored if the file is still the version read, and dropped again if it changed
+    // while being written (as run_deferred does). False: not stored.
+    bool store(const NvmeWrite& w) noexcept {
         bool stored = false;
         try {
             if (version_of(w.extent).load() == w.version && put_nvme(w.extent, w.bytes(), w.checksum)) {
@@ -986,10 +1016,6 @@ private:
         } catch (const std::exception& error) {
             log(LogLevel::warn, "nvme: writing a copy of '", catalog_.path(catalog_.file_of(w.extent)), "' at ",
                 catalog_.extent_start(w.extent), ": ", error.what());
-        }
-        if (w.single_flight) {
-            fetching_[w.extent].store(0);
-            fetching_[w.extent].notify_all();
         }
         return stored;
     }

@@ -118,6 +118,13 @@ public:
         return capacity_ - std::min(used, capacity_);
     }
 
+    // Bytes evicted but still pinned (a reader copying them, a queued nvme write): room that
+    // comes back once they are let go, which no further eviction would speed up.
+    std::uint64_t pinned_evicted_bytes() {
+        free_unpinned();
+        return retired_bytes_;
+    }
+
     // Room for `id`'s bytes: the block, pinned for the caller and marked filling; nullptr
     // when the tier (or its region) has no room. Evicts nothing: see Cache::make_room.
     std::byte* reserve(ExtentId id) {
@@ -164,10 +171,12 @@ public:
         counters_->evictions.fetch_add(1, std::memory_order_relaxed);
         counters_->resident_samples.fetch_sub(1, std::memory_order_relaxed);
         Retired retired{id, address(slot.offset.load()), catalog_.extent_length(id)};
-        if (slot.pins.load() == 0)
+        if (slot.pins.load() == 0) {
             release(retired);
-        else
+        } else {
             retired_.push_back(retired);  // a reader is still copying: free it later
+            retired_bytes_ += retired.size;
+        }
     }
 
     const std::string& name() const noexcept { return name_; }
@@ -198,6 +207,7 @@ private:
         std::erase_if(retired_, [this](const Retired& r) {
             if (slots_[r.id].pins.load() != 0) return false;
             release(r);
+            retired_bytes_ -= r.size;
             return true;
         });
     }
@@ -212,6 +222,7 @@ private:
 
     std::unique_ptr<Policy> policy_;    // admit/victim/on_insert/on_evict: placement lock held; on_hit: any thread
     std::vector<Retired> retired_;      // placement lock held: evicted, still pinned
+    std::uint64_t retired_bytes_ = 0;   // placement lock held: their sizes' sum
 };
 
 }  // namespace tiercache

@@ -23,13 +23,21 @@
 // the caller when the queue is full, as before this writer: the nvme device is the bottleneck
 // then, and dropping them would cost an origin read for each later read.
 //
-// The thread does what the cache says a write is (write_: check the file's version, put, look
-// again) and never touches the placement lock's state. Shutdown: the destructor lets the thread
+// A demotion from memory of an extent whose write is still queued (or under way) makes no copy
+// and leaves no gap: the cache marks the extent's fetch in flight and hands it to that write
+// (take_flight), which goes to the front of the queue and ends the flight once stored, so a
+// reader meanwhile waits for one nvme write instead of reading the origin again.
+//
+// The thread does what the cache says a write is (store_: check the file's version, put, look
+// again; land_: end the extent's flight) and never touches the placement lock's state. Lock
+// order: the cache's placement lock, then mutex_ (take_flight); the thread calls the cache with
+// mutex_ let go. Shutdown: the destructor lets the thread
 // finish what is queued and what was remembered, then joins it; it runs before the memory tiers
 // and the nvme tier go (Cache declares it after them). The nvme index names only bytes written
 // (NvmeTier::put publishes a location once its write returned), so a process killed mid-queue
 // loses copies, never correctness.
 #pragma once
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -53,6 +61,7 @@ struct NvmeWrite {
     std::uint64_t checksum = 0;
     std::uint32_t version = 0;      // the file's when it was read: written only if still so
     bool single_flight = false;     // the cache's: the extent's fetch stays in flight until written
+                                    // (set at offer, or by take_flight under the writer's lock)
 
     std::span<const std::byte> bytes() const noexcept { return pinned ? pinned.bytes() : std::span<const std::byte>(owned); }
 };
@@ -63,16 +72,19 @@ struct NvmeWriterCounters {
     std::atomic<std::uint64_t> retried{0};  // remembered extents the thread went back for
     std::atomic<std::uint64_t> written{0};  // queued or retried writes stored on nvme
     std::atomic<std::uint64_t> dropped{0};  // queued writes not stored: the file changed, or the tier refused
+    std::atomic<std::uint64_t> awaited{0};  // queued writes of extents demoted meanwhile: readers waited for them, not the origin
 };
 
 class NvmeWriter {
 public:
-    // write: does one write, true if it stored the bytes (the thread's; must not throw). retry:
-    // writes extent `e` if it is still held in memory and not on nvme yet, true if it did.
+    // store: does one write, true if it stored the bytes (the thread's; must not throw). land:
+    // ends the cache's fetch of an extent (a write with single_flight, once stored or not).
+    // retry: writes extent `e` if it is still held in memory and not on nvme yet, true if it did.
     // The thread starts with the first write offered, not here: a daemon opens its cache, then
     // forks (fuse_daemonize), and threads do not survive a fork (as Readahead's).
-    NvmeWriter(std::uint64_t max_bytes, std::function<bool(NvmeWrite&)> write, std::function<bool(ExtentId)> retry)
-        : max_bytes_(max_bytes), write_(std::move(write)), retry_(std::move(retry)) {}
+    NvmeWriter(std::uint64_t max_bytes, std::function<bool(const NvmeWrite&)> store, std::function<void(ExtentId)> land,
+               std::function<bool(ExtentId)> retry)
+        : max_bytes_(max_bytes), store_(std::move(store)), land_(std::move(land)), retry_(std::move(retry)) {}
     NvmeWriter(const NvmeWriter&) = delete;
     NvmeWriter& operator=(const NvmeWriter&) = delete;
 
@@ -109,6 +121,29 @@ public:
             start_locked();
         }
         wake_.notify_one();
+        return true;
+    }
+
+    // Extent `e` leaves memory while a write of it, made under file `version`, is queued or
+    // under way: that write now ends the extent's fetch, which the caller has marked in flight
+    // (readers wait for it), and goes first, the extent being on no tier until it lands. False
+    // if no such write is here: the caller writes a copy itself.
+    bool take_flight(ExtentId e, std::uint32_t version) {
+        std::lock_guard lock(mutex_);
+        if (current_ != nullptr && current_->extent == e) {
+            if (current_->version != version || current_->single_flight) return false;
+            current_->single_flight = true;
+        } else {
+            auto it = std::find_if(queue_.begin(), queue_.end(), [&](const NvmeWrite& w) { return w.extent == e && w.version == version; });
+            if (it == queue_.end() || it->single_flight) return false;
+            it->single_flight = true;
+            if (it != queue_.begin()) {
+                NvmeWrite w = std::move(*it);
+                queue_.erase(it);
+                queue_.push_front(std::move(w));
+            }
+        }
+        counters_.awaited.fetch_add(1, std::memory_order_relaxed);
         return true;
     }
 
@@ -165,9 +200,15 @@ private:
             if (!queue_.empty()) {
                 NvmeWrite w = std::move(queue_.front());
                 queue_.pop_front();
+                current_ = &w;
                 lock.unlock();
-                (write_(w) ? counters_.written : counters_.dropped).fetch_add(1, std::memory_order_relaxed);
+                (store_(w) ? counters_.written : counters_.dropped).fetch_add(1, std::memory_order_relaxed);
                 const std::uint64_t size = w.bytes().size();
+                lock.lock();
+                current_ = nullptr;  // from here take_flight() cannot hand it a flight
+                const bool flight = w.single_flight;
+                lock.unlock();
+                if (flight) land_(w.extent);  // stored (a reader finds it on nvme) or not (the origin)
                 w = {};  // the pin (or the copy) goes before the room is given back
                 lock.lock();
                 queued_bytes_ -= size;
@@ -185,13 +226,15 @@ private:
     }
 
     const std::uint64_t max_bytes_;
-    const std::function<bool(NvmeWrite&)> write_;
+    const std::function<bool(const NvmeWrite&)> store_;
+    const std::function<void(ExtentId)> land_;
     const std::function<bool(ExtentId)> retry_;
 
     mutable std::mutex mutex_;
     std::condition_variable wake_;           // the thread: work, resume or stop
     std::condition_variable idle_;           // drain(): all done
     std::deque<NvmeWrite> queue_;            // protected by mutex_
+    NvmeWrite* current_ = nullptr;           // protected by mutex_: the write the thread is doing
     std::deque<ExtentId> remembered_;        // protected by mutex_: skipped, to retry when idle
     std::uint64_t queued_bytes_ = 0;         // protected by mutex_: bytes in queue_ and the write in progress
     bool busy_ = false;                      // protected by mutex_: the thread is in write_ or retry_

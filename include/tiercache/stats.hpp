@@ -89,7 +89,8 @@ struct Stats {
     // memory is retried once it has room, other bytes are written by the thread that had them),
     // retried, written (by the writer), dropped (the file changed, or the tier refused); bytes queued now, at most.
     std::uint64_t nvme_writes_queued = 0, nvme_writes_skipped = 0, nvme_writes_retried = 0, nvme_writes_written = 0,
-                  nvme_writes_dropped = 0, nvme_write_queue_bytes = 0, nvme_write_queue_capacity = 0;
+                  nvme_writes_dropped = 0, nvme_write_queue_bytes = 0, nvme_write_queue_capacity = 0,
+                  nvme_writes_awaited = 0;  // queued writes of extents demoted meanwhile: their readers waited for the write
 
     // The fraction of the consumer's time spent waiting for data.
     double stall_fraction() const {
@@ -125,7 +126,7 @@ inline nlohmann::ordered_json to_json(const Stats& s) {
                           {"raced", s.prefetch_raced}, {"rejected", s.prefetch_rejected}, {"errors", s.prefetch_errors},
                           {"bytes", s.prefetch_bytes}}},
             {"nvme_writes", {{"queued", s.nvme_writes_queued}, {"skipped", s.nvme_writes_skipped}, {"retried", s.nvme_writes_retried},
-                             {"written", s.nvme_writes_written}, {"dropped", s.nvme_writes_dropped},
+                             {"written", s.nvme_writes_written}, {"dropped", s.nvme_writes_dropped}, {"awaited", s.nvme_writes_awaited},
                              {"queue_bytes", s.nvme_write_queue_bytes}, {"queue_capacity_bytes", s.nvme_write_queue_capacity}}},
             {"loader", {{"batches", s.loader_batches}, {"samples", s.loader_samples}, {"bytes", s.loader_bytes},
                         {"wait_seconds", static_cast<double>(s.loader_wait_ns) / 1e9},
@@ -163,7 +164,7 @@ inline Stats stats_from_json(const nlohmann::json& j) {
     if (j.contains("nvme_writes")) {
         const auto& w = j["nvme_writes"];
         s.nvme_writes_queued = u(w, "queued"), s.nvme_writes_skipped = u(w, "skipped"), s.nvme_writes_retried = u(w, "retried");
-        s.nvme_writes_written = u(w, "written"), s.nvme_writes_dropped = u(w, "dropped");
+        s.nvme_writes_written = u(w, "written"), s.nvme_writes_dropped = u(w, "dropped"), s.nvme_writes_awaited = u(w, "awaited");
         s.nvme_write_queue_bytes = u(w, "queue_bytes"), s.nvme_write_queue_capacity = u(w, "queue_capacity_bytes");
     }
     return s;  // the loader's counters are each process's own
