@@ -308,7 +308,7 @@ int main(int argc, char** argv) {
         std::uint64_t bytes = std::max<std::uint64_t>(std::min<std::uint64_t>(config.dram_bytes() / 4, 1ull << 30), 1);
         if (!opt.prefetch_bytes.empty() && (bytes = tiercache::parse_size(opt.prefetch_bytes)) == 0)
             throw std::invalid_argument("'" + opt.prefetch_bytes + "' is no room at all");
-        prefetch.threads(opt.prefetch_threads).window_samples(opt.prefetch_window).window_bytes(bytes);
+        prefetch.threads(opt.prefetch_threads).window_samples(opt.prefetch_window).window_bytes(bytes).page_cache_reads(opt.kernel_cache == "on");
         prefetch.validate();
     } catch (const std::invalid_argument& e) {
         die(std::string("--prefetch-bytes: ") + e.what());

@@ -167,14 +167,36 @@ TEST_CASE("records: the prefetcher follows a record plan, a record's window move
     CHECK(prefetcher.position() == 4);
     prefetcher.consumed(0, order[3].offset + 4096, 4096);  // a later chunk of it: no record starts there
     CHECK(prefetcher.position() == 4);
-    // A page-aligned read that covers the start of position 6's record (and maybe others
-    // far off in the plan) moves the window past position 6.
-    const std::uint64_t page = order[6].offset / 4096 * 4096;
-    if (page != order[6].offset) {
-        prefetcher.consumed(0, page, order[6].offset - page + 1);
-        CHECK(prefetcher.position() == 7);
-    }
     CHECK(test::eventually([&] { return cache.stats().prefetch_fetched > 0; }));
+}
+
+TEST_CASE("records: the kernel's page-sized reads mark records read; the window moves to the first one not read, never jumps", "[records][prefetch]") {
+    test::TempDir dir;
+    test::write_file(dir / "s.tar", test::make_bytes(5, 32 * kShardExtent));
+    auto cache = Cache::open(Config{}.origin(dir.path()).dram("16MiB").extent("64KiB"));
+    std::vector<Record> order = cut(cache.catalog(), 0, 10'000);  // records that start off the page boundaries
+    std::shuffle(order.begin(), order.end(), std::mt19937_64(10));
+    Prefetcher prefetcher(cache, PrefetchOptions{}.threads(1).window_samples(64));  // 4 marks past a gap move over it
+    prefetcher.start(order);
+    // A read inside position p's record, as the kernel's READ of a record whose first page it
+    // holds already (or its readahead into a neighbour): no record starts there.
+    auto inside = [&](std::size_t p) { prefetcher.consumed(0, order[p].offset + 100, 100); };
+    prefetcher.consumed(0, order[0].offset, order[0].length);  // a read from a record's first byte names it
+    CHECK(prefetcher.position() == 1);
+    inside(5);  // a neighbour read ahead: marked, not jumped to
+    CHECK(prefetcher.position() == 1);
+    for (std::size_t p = 1; p <= 4; ++p) inside(p);
+    CHECK(prefetcher.position() == 6);  // past 1 to 4 and the 5 marked earlier
+    for (std::size_t p = 8; p <= 11; ++p) inside(p);  // 6 and 7 never asked for (their pages read ahead)
+    CHECK(prefetcher.position() == 12);  // four marked past them: the reader has moved on
+    inside(200);  // beyond the window: a neighbour far off in the plan, not marked
+    CHECK(prefetcher.position() == 12);
+    const std::uint64_t page = order[12].offset / 4096 * 4096;  // a page-aligned read over 12's first byte
+    REQUIRE(page != order[12].offset);
+    prefetcher.consumed(0, page, order[12].offset - page + 1);
+    CHECK(prefetcher.position() >= 13);
+    prefetcher.consumed(0, order[40].offset, 10);  // the API's read of a record: at once
+    CHECK(prefetcher.position() == 41);
 }
 
 TEST_CASE("records: the loader batches records in plan order, each equal to its bytes in the file", "[records][loader]") {

@@ -33,10 +33,15 @@ public:
     PrefetchOptions& window_samples(std::size_t n) { window_samples_ = n; return *this; }
     // How many bytes fetched ahead may wait for the reader.
     PrefetchOptions& window_bytes(std::uint64_t n) { window_bytes_ = n; return *this; }
+    // Reads arrive through the kernel's page cache (a mount with the kernel cache on): in
+    // pages, with the kernel's readahead, so a read that starts at a record's first byte
+    // names it only at a file's start (see Prefetcher::consumed).
+    PrefetchOptions& page_cache_reads(bool on) { page_cache_reads_ = on; return *this; }
 
     unsigned threads() const noexcept { return threads_; }
     std::size_t window_samples() const noexcept { return window_samples_; }
     std::uint64_t window_bytes() const noexcept { return window_bytes_; }
+    bool page_cache_reads() const noexcept { return page_cache_reads_; }
 
     // Throws std::invalid_argument naming the bad value.
     void validate() const {
@@ -52,6 +57,7 @@ private:
     unsigned threads_ = 4;
     std::size_t window_samples_ = 1024;
     std::uint64_t window_bytes_ = 256ull << 20;
+    bool page_cache_reads_ = false;
 };
 
 class Prefetcher {
@@ -84,6 +90,8 @@ public:
             std::lock_guard lock(mutex_);
             order_ = std::move(order);
             starts_ = std::move(starts);
+            marked_.assign(order_.size(), false);
+            marked_ahead_ = 0;
             next_ = cursor_ = 0;
             ahead_bytes_ = 0;
         }
@@ -95,6 +103,8 @@ public:
         std::lock_guard lock(mutex_);
         order_.clear();
         starts_.clear();
+        marked_.clear();
+        marked_ahead_ = 0;
         next_ = cursor_ = 0;
         ahead_bytes_ = 0;
     }
@@ -109,26 +119,34 @@ public:
     }
 
     // A reader read bytes [offset, offset + length) of file `id`: the window moves past the
-    // record it read. That is the record starting at `offset`; else (the kernel's page-sized
-    // reads, which start where no record does) the furthest record starting in the range
-    // whose position lies in the window: a shuffled plan's other records in the range are
-    // far off. Readers may arrive out of order (several workers); the furthest one leads.
-    // Looked up and moved under one lock, so a new order (start) cannot take a position of
-    // the old one.
+    // record it read. A read that starts at a record's first byte (the API, a mount with the
+    // kernel cache off) names it: the window moves past it at once (readers may arrive out of
+    // order, and the furthest one leads). Through the page cache (page_cache_reads) only a
+    // file's first page does: the kernel's reads are whole pages, and its readahead brings
+    // the neighbours of the record read (in a shuffled plan, at random positions; one that
+    // starts on a page boundary would look named). The records in the window that such a
+    // read starts inside or that start in it are only marked read, and the window moves to the first position not marked
+    // (a neighbour marked early is skipped later, never jumped to). A record the kernel never
+    // asks for (its pages read ahead with a neighbour) would hold it there: once kLeadMarks of
+    // the window's positions past it are marked, the reader has moved on, and so does the
+    // window. Looked up and moved under one lock, so a new order (start) cannot take a
+    // position of the old one.
     void consumed(SampleId id, std::uint64_t offset = 0, std::uint64_t length = 1) {
         {
             std::lock_guard lock(mutex_);
             auto it = std::lower_bound(starts_.begin(), starts_.end(), Start{id, offset, 0});
-            std::optional<std::size_t> read;
-            for (int seen = 0; it != starts_.end() && it->file == id && it->offset - offset < length && seen < kMaxStartsLooked; ++it, ++seen) {
-                if (it->offset == offset) {
-                    read = it->position;
-                    break;
+            const bool named = !options_.page_cache_reads() || offset == 0;
+            if (named && it != starts_.end() && it->file == id && it->offset == offset) {
+                if (!advance_locked(std::size_t{it->position} + 1)) return;
+            } else {
+                if (it != starts_.begin()) {
+                    const Start& inside = *std::prev(it);  // the record the range starts inside, if any
+                    if (inside.file == id && offset - inside.offset < size_at(inside.position)) mark_locked(inside.position);
                 }
-                if (it->position >= cursor_ && it->position < cursor_ + options_.window_samples())
-                    read = std::max<std::size_t>(read.value_or(0), it->position);
+                for (int seen = 0; it != starts_.end() && it->file == id && it->offset - offset < length && seen < kMaxStartsLooked; ++it, ++seen)
+                    mark_locked(it->position);
+                if (!advance_locked(cursor_)) return;
             }
-            if (!read || !advance_locked(*read + 1)) return;
         }
         work_.notify_all();
     }
@@ -143,6 +161,9 @@ public:
 
 private:
     static constexpr int kMaxStartsLooked = 256;  // records starting within one read, at most
+    // Marked positions past an unmarked one that move the window over it: a sixteenth of the
+    // window (the readers' own spread, several workers each a batch apart, stays below it).
+    std::size_t lead_marks() const noexcept { return std::max<std::size_t>(4, options_.window_samples() / 16); }
 
     // Where a record of the order starts, and its first position.
     struct Start {
@@ -154,8 +175,25 @@ private:
 
     std::uint64_t size_at(std::size_t p) const { return order_[p].length; }  // mutex_ held
 
-    bool advance_locked(std::size_t position) {  // mutex_ held; whether the window moved
+    // Position p (in the window) read, as far as a page-sized read tells. mutex_ held.
+    void mark_locked(std::size_t p) {
+        if (!in_window(p) || marked_[p]) return;
+        marked_[p] = true;
+        ++marked_ahead_;
+    }
+    bool in_window(std::size_t p) const { return p >= cursor_ && p < cursor_ + options_.window_samples(); }  // mutex_ held
+
+    // Moves the window to `position` at least, then past every marked position (and past an
+    // unmarked one while lead_marks() are marked beyond it). mutex_ held; whether it moved.
+    bool advance_locked(std::size_t position) {
         position = std::min(position, order_.size());
+        for (std::size_t p = cursor_; p < position; ++p)
+            if (marked_[p]) --marked_ahead_;
+        position = std::max(position, cursor_);
+        while (position < order_.size() && (marked_[position] || marked_ahead_ >= lead_marks())) {
+            if (marked_[position]) --marked_ahead_;
+            ++position;
+        }
         if (position <= cursor_) return false;
         for (std::size_t p = cursor_; p < std::min(position, next_); ++p) ahead_bytes_ -= size_at(p);
         cursor_ = position;
@@ -209,6 +247,8 @@ private:
     std::condition_variable work_;
     std::vector<Record> order_;              // protected by mutex_
     std::vector<Start> starts_;              // protected by mutex_: by file and offset
+    std::vector<bool> marked_;               // protected by mutex_: per position, read as a page-sized read tells
+    std::size_t marked_ahead_ = 0;           // protected by mutex_: marked positions at or past cursor_
     std::size_t next_ = 0;                   // protected by mutex_: next position to fetch
     std::size_t cursor_ = 0;                 // protected by mutex_: positions below it are read
     std::uint64_t ahead_bytes_ = 0;          // protected by mutex_: bytes of positions [cursor_, next_)
