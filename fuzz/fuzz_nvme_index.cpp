@@ -1,7 +1,7 @@
-// libFuzzer target: the nvme tier's index loader (include/tiercache/nvme_tier.hpp: load() and
-// read_index()). The input is a flags byte, then the bytes written as index.tci into the
-// tier's directory, next to the slab files of a real tier that stored every sample of a small
-// catalog (made once at start). Then the tier is opened over it, every sample it claims is
+// libFuzzer target: the nvme tier's index loader (include/tiercache/nvme_tier.hpp: load(), and
+// detail/nvme_index.hpp: NvmeIndexFile::read()). The input is a flags byte, then the bytes
+// written as index.tci into the tier's directory, next to the slab files of a real tier that
+// stored every sample of a small catalog (made once at start). Then the tier is opened over it, every sample it claims is
 // read back, the missing ones are put, and it is closed and opened again.
 //   flags bit 0: fix the index's two XXH3 checksums (so the fuzzer reaches the checks behind them)
 //         bit 1: write the slab files (else the directory holds only the index)

@@ -18,6 +18,9 @@
 #include <bit>
 #include <cstddef>
 #include <cstdint>
+#include <span>
+
+#include "xxh3.hpp"
 
 namespace tiercache::detail {
 
@@ -90,5 +93,12 @@ struct NvmeSlabHeader {
     std::uint64_t header_xxh3;  // XXH3-64 of the 32 bytes before this field
 };
 static_assert(sizeof(NvmeSlabHeader) == 40 && sizeof(NvmeSlabHeader) <= kNvmeBlock);
+
+// The header_xxh3 that NvmeIndexHeader and NvmeSlabHeader carry: the XXH3-64 of the header's
+// bytes before that field.
+template <class Header>
+std::uint64_t nvme_header_hash(const Header& h) noexcept {
+    return xxh3(std::as_bytes(std::span(&h, 1)).first(offsetof(Header, header_xxh3)));
+}
 
 }  // namespace tiercache::detail
