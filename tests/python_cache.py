@@ -18,6 +18,7 @@ import re
 import shutil
 import sys
 import tempfile
+import threading
 
 import tiercache
 from checks import Checks  # tests/checks.py
@@ -136,6 +137,27 @@ def test_reads(cache, data):
     check(e is not None and "past the end" in str(e), f"a record past the end of its file: ValueError naming it ({e})")
     check(raises(ValueError, lambda: cache.read((big, 5, 1), 3)) is not None, "a record with an offset argument: ValueError")
     check(raises(ValueError, lambda: cache.read((big, 5))) is not None, "a record of two fields: ValueError")
+
+
+def test_threads(cache, data):
+    """4 Python threads reading at once (each read lets the GIL go): every byte still the origin's."""
+    wrong = []
+
+    def reader(seed):
+        rng = random.Random(seed)
+        names = list(data)
+        for _ in range(300):
+            name = rng.choice(names)
+            offset = rng.randrange(len(data[name]) + 2)
+            if cache.read(name, offset, 70000) != data[name][offset:offset + 70000]:
+                wrong.append((name, offset))
+
+    threads = [threading.Thread(target=reader, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    check(not wrong, f"4 threads x 300 reads at random offsets: every byte the origin's (wrong: {wrong[:3]})")
 
 
 def test_errors(cache, origin, data):
@@ -285,6 +307,7 @@ def main():
         cache = tiercache.open(origin, dram="64MiB")
         test_api(cache)
         test_reads(cache, data)
+        test_threads(cache, data)
         test_errors(cache, origin, data)
         test_plans(cache, data)
         test_fork(cache, data)
