@@ -17,7 +17,7 @@ import warnings
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples", "pytorch"))
 import train_imagefolder as train  # noqa: E402
-from tiercache_sampler import find_mount_root  # noqa: E402
+from train_imagefolder import find_mount_root  # noqa: E402 (tiercache.torch's)
 
 
 def disk_read_bytes(cgroup):

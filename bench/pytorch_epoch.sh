@@ -74,10 +74,13 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-if [ ! -x "$tc" ] || [ ! -x "$tc_fuse" ]; then
+# The Python package (tiercache.torch's TiercacheSampler) from the build tree.
+if [ ! -x "$tc" ] || [ ! -x "$tc_fuse" ] || ! compgen -G "$build/python/tiercache/_tiercache*.so" > /dev/null; then
     cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >&2
-    cmake --build "$build" -j2 --target tiercache-tools >&2
+    cmake --build "$build" -j2 --target tiercache-tools tiercache-python >&2
 fi
+PYTHONPATH="$(realpath "$build")/python${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH
 
 # On the real disk (not /tmp, which may be a tmpfs elsewhere): the throttle applies to it.
 work="$(mktemp -d /var/tmp/tiercache-torch.XXXXXX)"

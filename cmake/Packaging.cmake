@@ -1,6 +1,7 @@
 # The Debian package: `cmake --build build --target package` or `cd build && cpack -G DEB` makes
 # tiercache_VERSION_ARCH.deb from the install rules (headers, CMake package, pkg-config file,
-# both commands, man pages, the mount helper and the systemd unit of packaging/).
+# both commands, man pages, the mount helper and the systemd unit of packaging/, the Python
+# package in /usr/lib/python3/dist-packages).
 set(CPACK_GENERATOR DEB)
 set(CPACK_PACKAGE_NAME tiercache)
 set(CPACK_PACKAGE_VERSION ${PROJECT_VERSION})
@@ -37,6 +38,11 @@ set(CPACK_DEBIAN_PACKAGE_DEPENDS "fuse3")
 set(_dev "libboost-dev (>= 1.74), nlohmann-json3-dev (>= 3.10), libhwloc-dev (>= 2.3), libnuma-dev, libxxhash-dev, libtomlplusplus-dev, pkg-config")
 if(TIERCACHE_WITH_MEMKIND)
   string(APPEND _dev ", libmemkind-dev")
+endif()
+# The Python package's module is built for one Python 3 minor version (its ABI).
+if(TARGET tiercache-python)
+  math(EXPR _next_minor "${Python3_VERSION_MINOR} + 1")
+  string(APPEND _dev ", python3 (>= ${Python3_VERSION_MAJOR}.${Python3_VERSION_MINOR}), python3 (<< ${Python3_VERSION_MAJOR}.${_next_minor})")
 endif()
 set(CPACK_DEBIAN_PACKAGE_RECOMMENDS "${_dev}")
 # No conffiles: nothing is installed in /etc (the example config goes to the doc directory).

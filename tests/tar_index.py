@@ -22,17 +22,9 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+from checks import Checks  # tests/checks.py
 
-failures = []
-checks = 0
-
-
-def check(ok, what):
-    global checks
-    checks += 1
-    if not ok:
-        failures.append(what)
-        print(f"tar_index.py: FAILED: {what}", file=sys.stderr)
+check = Checks("tar_index.py")
 
 
 def content(rng, n):
@@ -209,11 +201,7 @@ def main():
         good_dataset(os.path.join(tmp, "good", "ds"), tiercache)
         os.makedirs(os.path.join(tmp, "bad"))
         bad_shards(os.path.join(tmp, "bad"), tiercache)
-    if failures:
-        print(f"tar_index.py: {len(failures)} of {checks} checks failed", file=sys.stderr)
-        return 1
-    print(f"tar_index.py: all {checks} checks passed")
-    return 0
+    return check.summary()
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the .deb of a build tree (cpack -G DEB), installs it on this machine with dpkg, checks
 # what it installed (both commands run, headers, CMake package, pkg-config file, man pages, the
-# mount helper and the systemd unit), builds tests/consumer against it, purges it and checks
+# mount helper, the systemd unit and the Python package), builds tests/consumer against it, purges it and checks
 # that its files are gone.
 #   test_deb.sh BUILD_DIR CONSUMER_DIR VERSION MAN_PAGES(ON|OFF)
 # Root and dpkg only (exit 77: skipped otherwise). Refuses to run where a tiercache package is
@@ -133,6 +133,17 @@ if [ -n "$unit" ]; then
     fi
 else
     echo "(the package has no systemd unit: packaging/ installs none)"
+fi
+
+# The Python package, for the system python3 (when the build has it), from /usr/lib/python3/dist-packages
+# (-B: no __pycache__ left behind for the purge).
+if grep -q '/dist-packages/tiercache/__init__.py$' "$work/files"; then
+    out=$(cd / && env -u PYTHONPATH /usr/bin/python3 -B -c 'import tiercache; print(tiercache.__version__, tiercache.__file__)') \
+        || fail "the installed Python package does not import"
+    [ "$out" = "$version /usr/lib/python3/dist-packages/tiercache/__init__.py" ] || fail "import tiercache: '$out'"
+    echo "import tiercache: $out"
+else
+    echo "(the package has no Python package: a build without TIERCACHE_BUILD_PYTHON)"
 fi
 
 echo "== a consumer of the installed package"

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# PyTorch over a real tiercache mount: TiercacheSampler + ImageFolder + DataLoader.
+# PyTorch over a real tiercache mount: TiercacheSampler (tiercache.torch) + ImageFolder + DataLoader.
 #
 #   tests/test_pytorch.sh TIERCACHE_FUSE TIERCACHE_CLI
 #
 # Exits 77 (ctest: skipped) only when /usr/bin/python3 cannot import torch and torchvision
-# (scripts/install-deps --torch installs them). Otherwise it mounts a small generated dataset
+# (scripts/install-deps --torch installs them), or when PYTHONPATH names no tiercache package
+# (ctest sets it to the build tree's; a build without it). Otherwise it mounts a small generated dataset
 # and checks, over 2 epochs:
 #   - the loader yields samples in exactly the order the sampler wrote to .tiercache/plan, and
 #     that order is DistributedSampler's (randperm seeded seed + epoch), new every epoch;
@@ -24,6 +25,11 @@ python=/usr/bin/python3  # Debian's python3-torch is installed for the system py
 
 if ! "$python" -c 'import torch, torchvision' 2>/dev/null; then
     echo "test_pytorch: SKIP: $python cannot import torch and torchvision (scripts/install-deps --torch)"
+    exit 77
+fi
+# TiercacheSampler comes from the package (PYTHONPATH: the build tree's, as ctest sets it).
+if [ -z "${PYTHONPATH:-}" ]; then
+    echo "test_pytorch: SKIP: no PYTHONPATH to the tiercache package (a build with TIERCACHE_BUILD_PYTHON=OFF)"
     exit 77
 fi
 
@@ -71,15 +77,14 @@ for _ in $(seq 300); do
 done
 [ -e "$mnt/.tiercache/stats" ] || { echo "test_pytorch: the mount did not come up within 30 s" >&2; exit 1; }
 
-"$python" - "$here/../examples/pytorch" "$origin" "$mnt" <<'EOF'
+"$python" - "$origin" "$mnt" <<'EOF'
 import errno, hashlib, json, os, sys
-sys.path.insert(0, sys.argv[1])
 import torch
 from torch.utils.data import DataLoader
 from torchvision import datasets
-from tiercache_sampler import TiercacheSampler
+from tiercache.torch import TiercacheSampler
 
-origin, mnt = sys.argv[2], sys.argv[3]
+origin, mnt = sys.argv[1], sys.argv[2]
 plan_file = os.path.join(mnt, ".tiercache", "plan")
 SEED = 7
 

@@ -25,8 +25,10 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from tiercache_sampler import TiercacheSampler, find_mount_root  # noqa: E402
+try:
+    from tiercache.torch import TiercacheSampler, find_mount_root
+except ImportError as e:  # a source checkout: the package is in the build tree until installed
+    sys.exit(f"train_imagefolder.py: {e}: install tiercache (cmake --install BUILD) or set PYTHONPATH=BUILD/python")
 
 
 def read_bytes(path):

@@ -1,0 +1,246 @@
+"""tiercache for PyTorch: a map-style Dataset over a tiercache Cache, and TiercacheSampler.
+
+Dataset reads samples through the library (no mount needed), ImageFolder-style:
+
+    import tiercache, tiercache.torch
+    cache = tiercache.open("/data/imagenet/train", dram="32GiB", share="imagenet")
+    ds = tiercache.torch.Dataset(cache, decode=my_decode)     # (decode(bytes), class index)
+    loader = DataLoader(ds, batch_size=64, num_workers=4)      # workers attach to "imagenet"
+
+Each DataLoader worker (forked or spawned) opens or attaches on its first read: no native
+handle crosses a fork. Given a shared cache (open(share=...) or attach()), the workers attach
+to it and all read one cache; given a private one, or a directory, each worker opens its own
+(a private cache with an nvme or pmem tier cannot be opened twice: share it).
+
+TiercacheSampler tells a tiercache mount the epoch's order. It draws each epoch's order exactly
+as torch.utils.data.DistributedSampler does (a torch.Generator seeded with seed + epoch; padded
+or cut to a multiple of world, then every world-th index from rank), and before yielding the
+first index it writes that order, as paths relative to the mount, to MOUNT/.tiercache/plan in
+one write. The mount then prefetches in that order and its cache keeps what will be read
+soonest. With world == 1 it is a plain shuffle (RandomSampler's distribution); with
+shuffle=False, the dataset order.
+
+    from tiercache.torch import TiercacheSampler
+    ds = torchvision.datasets.ImageFolder("/mnt/ds/train")
+    sampler = TiercacheSampler(ds, seed=0)
+    loader = DataLoader(ds, batch_size=64, num_workers=4, sampler=sampler)
+    for epoch in range(epochs):
+        sampler.set_epoch(epoch)
+        for batch in loader: ...
+
+Over a tiercache.torch.Dataset it gives the order to the dataset's cache (Cache.set_plan)
+instead. When the dataset is neither that nor under a tiercache mount (no .tiercache/plan
+above its root), it warns once and is an ordinary sampler.
+"""
+import errno as errno_names
+import json
+import math
+import os
+import warnings
+
+import torch
+import torch.utils.data
+
+import tiercache
+
+PLAN = os.path.join(".tiercache", "plan")
+
+
+class PlanError(OSError):
+    """The mount refused the plan (or it could not be written). An OSError with the errno."""
+
+
+def find_mount_root(path):
+    """The nearest directory at or above `path` holding .tiercache/plan, or None."""
+    d = os.path.abspath(path)
+    while True:
+        if os.path.exists(os.path.join(d, PLAN)):
+            return d
+        parent = os.path.dirname(d)
+        if parent == d:
+            return None
+        d = parent
+
+
+def _default_rank_world():
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+class TiercacheSampler(torch.utils.data.Sampler):
+    def __init__(self, dataset, mount_root=None, seed=0, shuffle=True, rank=None, world=None, drop_last=False):
+        default_rank, default_world = _default_rank_world()
+        self.rank = default_rank if rank is None else rank
+        self.world = default_world if world is None else world
+        if self.world < 1 or not 0 <= self.rank < self.world:
+            raise ValueError(f"TiercacheSampler: rank {self.rank} is not in [0, world={self.world})")
+        self.dataset, self.seed, self.shuffle, self.drop_last = dataset, seed, shuffle, drop_last
+        self.epoch = 0
+        n = len(dataset)
+        if drop_last and n % self.world:
+            self.num_samples = math.ceil((n - self.world) / self.world)
+        else:
+            self.num_samples = math.ceil(n / self.world)
+        self.total_size = self.num_samples * self.world
+
+        self.last_plan = None  # the paths of the latest plan written, in order
+        self.plan_status = None  # the plan file's JSON read back after writing it
+        if isinstance(dataset, Dataset):  # no mount: the plan goes to the dataset's cache
+            self.mount_root, self.paths = None, [p for p, _ in dataset.samples]
+            return
+        root = getattr(dataset, "root", None)
+        self.mount_root = os.path.abspath(mount_root) if mount_root else find_mount_root(root) if root else None
+        if self.mount_root and not os.path.exists(os.path.join(self.mount_root, PLAN)):
+            self.mount_root = None
+        if self.mount_root is None:
+            where = mount_root or root or "the dataset"
+            warnings.warn(f"TiercacheSampler: {where} is not on a tiercache mount (no {PLAN} found): "
+                          "no plan is written, sampling as DistributedSampler would", stacklevel=2)
+            self.paths = None
+        else:
+            if not hasattr(dataset, "samples"):
+                raise TypeError("TiercacheSampler: the dataset needs .samples, (path, target) pairs as ImageFolder has")
+            self.plan_path = os.path.join(self.mount_root, PLAN)
+            self.paths = [self._relative(p) for p, _ in dataset.samples]
+
+    def _relative(self, path):
+        rel = os.path.relpath(os.path.abspath(path), self.mount_root)
+        if rel.startswith(".." + os.sep) or rel == "..":
+            raise ValueError(f"TiercacheSampler: sample {path} is not under the mount {self.mount_root}")
+        return rel
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __len__(self):
+        return self.num_samples
+
+    def indices(self):
+        """This rank's order for the current epoch (what __iter__ yields)."""
+        n = len(self.dataset)
+        if self.shuffle:
+            g = torch.Generator()
+            g.manual_seed(self.seed + self.epoch)
+            order = torch.randperm(n, generator=g).tolist()
+        else:
+            order = list(range(n))
+        if self.drop_last:
+            order = order[:self.total_size]
+        else:
+            pad = self.total_size - len(order)
+            order += (order * math.ceil(pad / len(order)))[:pad] if pad else []
+        return order[self.rank:self.total_size:self.world]
+
+    def __iter__(self):
+        order = self.indices()
+        if self.paths is not None:
+            self.write_plan([self.paths[i] for i in order])
+        return iter(order)
+
+    def write_plan(self, paths):
+        """Writes `paths` to the plan in one write, then reads the plan back so the mount applies
+        it at once. Raises PlanError (an OSError: errno, message, plan file) when refused.
+        Over a tiercache.torch.Dataset: Cache.set_plan(paths) on the dataset's cache."""
+        if isinstance(self.dataset, Dataset):
+            self.dataset.cache.set_plan(paths)
+            self.last_plan = paths
+            return
+        text = ("\n".join(paths) + "\n").encode("utf-8", "surrogateescape")
+        try:
+            with open(self.plan_path, "wb", buffering=0) as f:
+                done = 0
+                while done < len(text):  # a short count only when the kernel split the write
+                    done += f.write(text[done:])
+            with open(self.plan_path, "rb") as f:  # reading it back commits the plan
+                status = json.loads(f.read())
+        except OSError as e:
+            code = errno_names.errorcode.get(e.errno, "?")
+            raise PlanError(e.errno, f"tiercache: writing the epoch plan failed ({code}: {e.strerror}): "
+                                     f"{self._last_error()}", self.plan_path) from e
+        if status.get("state") != "active" or status.get("samples") != len(paths) or status.get("last_error"):
+            raise PlanError(errno_names.EINVAL, f"tiercache: the mount did not apply the epoch plan of {len(paths)} "
+                                                f"samples: {json.dumps(status)}", self.plan_path)
+        self.last_plan, self.plan_status = paths, status
+
+    def _last_error(self):
+        try:
+            with open(self.plan_path, "rb") as f:
+                return json.loads(f.read()).get("last_error") or "see the mount's log"
+        except (OSError, ValueError):
+            return "see the mount's log"
+
+
+def _worker_spec(cache):
+    """How another process gets at `cache`: attach to it when it is shared, else open it again."""
+    spec = cache.spec
+    share = spec["args"].get("share") if spec["kind"] == "open" else None
+    if share:
+        return {"kind": "attach", "args": {"name": share, "dir": spec["args"]["segment_dir"]}}
+    return spec
+
+
+class Dataset(torch.utils.data.Dataset):
+    """A map-style Dataset over a tiercache cache, ImageFolder-style: a sample's class is the
+    first directory of its path (as torchvision's ImageFolder has it), classes sorted by name
+    and numbered from 0; dataset[i] is (decode(bytes) or bytes, class index).
+
+    cache_or_root: a tiercache.Cache (open() or attach()), or an origin directory, opened with
+        tiercache.open(root, **open_options).
+    paths: the relative paths to serve (default: every file in a class folder, files at the
+        top level left out, as ImageFolder does), in that order; sorted by class, then path.
+    decode: a callable(bytes) -> sample (PIL decode, a transform...); None: the raw bytes.
+
+    .samples: [(path, class index)], .targets, .classes, .class_to_idx, as ImageFolder has them.
+    .cache: this process's Cache, opened or attached on first use in each process (a DataLoader
+    worker, forked or spawned, never uses its parent's handle).
+    """
+
+    def __init__(self, cache_or_root, paths=None, decode=None, **open_options):
+        if isinstance(cache_or_root, tiercache.Cache):
+            if open_options:
+                raise TypeError(f"tiercache.torch.Dataset: open options {sorted(open_options)} only go with a directory, not a Cache")
+            cache = cache_or_root
+        else:
+            cache = tiercache.open(os.fspath(cache_or_root), **open_options)
+        self._spec, self._cache, self._pid = _worker_spec(cache), cache, os.getpid()
+        self.decode = decode
+        chosen = cache.paths() if paths is None else [os.fsdecode(p) for p in paths]
+        in_class = [p for p in chosen if "/" in p]
+        if paths is not None and len(in_class) != len(chosen):
+            top = next(p for p in chosen if "/" not in p)
+            raise ValueError(f"tiercache.torch.Dataset: '{top}' is not in a class folder (its first directory is its class)")
+        for p in in_class:
+            if p not in cache:
+                raise FileNotFoundError(errno_names.ENOENT, f"tiercache.torch.Dataset: the cache holds no '{p}'", p)
+        self.classes = sorted({p.split("/", 1)[0] for p in in_class})
+        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+        self.samples = sorted(((p, self.class_to_idx[p.split("/", 1)[0]]) for p in in_class), key=lambda s: (s[1], s[0].split("/")))
+        self.targets = [t for _, t in self.samples]
+
+    @property
+    def cache(self):
+        """This process's Cache: the one given in the process that made the Dataset, else one
+        opened or attached here (once per process)."""
+        if self._cache is None or self._pid != os.getpid():
+            kind, args = self._spec["kind"], self._spec["args"]
+            if kind == "open" and (args.get("nvme") is not None or args.get("pmem") is not None):
+                raise RuntimeError("tiercache.torch.Dataset: a private cache with an nvme or pmem tier cannot be opened again in "
+                                   f"process {os.getpid()} (a DataLoader worker): two processes would share its directory; "
+                                   "open it with share=NAME, and the workers attach to it")
+            # A forked copy of the parent's handle is dropped here: the native side leaves it alone.
+            self._cache, self._pid = tiercache.from_spec(self._spec), os.getpid()
+        return self._cache
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, index):
+        path, target = self.samples[index]
+        data = self.cache.read(path)
+        return (self.decode(data) if self.decode is not None else data), target
+
+    def __getstate__(self):  # pickled for a spawned worker: no native handle, it opens its own
+        state = self.__dict__.copy()
+        state["_cache"], state["_pid"] = None, None
+        return state
