@@ -68,6 +68,14 @@ if [ ! -x "$tc" ] || [ ! -x "$bench_bin" ]; then
     cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >&2
     cmake --build "$build" -j2 --target tiercache-cli tiercache-bench >&2
 fi
+# The PyTorch side's loop (examples/pytorch/train_imagefolder.py) imports the Python package
+# (tiercache.torch) from the build tree.
+if ! compgen -G "$build/python/tiercache/_tiercache*.so" > /dev/null; then
+    log "building the Python package in $build"
+    cmake --build "$build" -j2 --target tiercache-python >&2
+fi
+PYTHONPATH="$(realpath "$build")/python${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH
 
 parent="${TIERCACHE_BENCH_DIR:-/tmp}"
 mkdir -p "$parent"
