@@ -6,7 +6,8 @@ memoryview and numpy arrays, at offsets and sizes up to and past the end, by pat
 record) must be the origin's; the errors must be Python's (FileNotFoundError, IndexError,
 ValueError with the C++ message, OSError with an errno, tiercache.OwnerGone); plans (a seed,
 paths, ids, records) are taken; stats() is the mount's shape; a forked child cannot use its
-parent's handle but opens its own; a shared owner serves attach(); every call has a docstring.
+parent's handle but opens its own; a shared owner serves attach(); every call has a docstring;
+another Python thread runs while a read copies (the GIL is let go).
 
   python_cache.py VERSION_HPP     PYTHONPATH holds the built package (BUILD/python).
                                   Exits 0 when all is well, 1 with what was wrong.
@@ -19,6 +20,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import time
 
 import tiercache
 from checks import Checks  # tests/checks.py
@@ -158,6 +160,44 @@ def test_threads(cache, data):
     for t in threads:
         t.join()
     check(not wrong, f"4 threads x 300 reads at random offsets: every byte the origin's (wrong: {wrong[:3]})")
+
+
+def test_gil_released(work):
+    """Another Python thread runs while one read copies 64 MiB (cold from the origin, then warm
+    from dram): the read lets the GIL go. The switch interval is made long, so the other thread
+    gets the GIL only when a thread holding it lets it go of itself."""
+    origin = os.path.join(work, "gil-origin")
+    os.mkdir(origin)
+    size = 64 << 20
+    with open(os.path.join(origin, "big.bin"), "wb") as f:
+        f.write(random.Random(3).randbytes(size))
+    counted = [0]
+    stop = threading.Event()
+
+    def counter():
+        while not stop.is_set():
+            counted[0] += 1
+            time.sleep(0)  # lets the GIL go, and asks for it again
+
+    interval = sys.getswitchinterval()
+    buf = bytearray(size)
+    runs = []
+    with tiercache.open(origin, dram="128MiB") as cache:
+        thread = threading.Thread(target=counter)
+        thread.start()
+        try:
+            time.sleep(0.05)  # the counter is running
+            sys.setswitchinterval(30.0)
+            for _ in ("cold", "warm"):
+                before = counted[0]
+                n = cache.read_into("big.bin", buf)
+                runs.append((n, counted[0] - before))
+        finally:
+            sys.setswitchinterval(interval)
+            stop.set()
+            thread.join()
+    check(all(n == size for n, _ in runs), f"read_into 64 MiB returns its size ({[n for n, _ in runs]})")
+    check(all(ran > 0 for _, ran in runs), f"another thread ran during each read (cold, warm: {[r for _, r in runs]} steps)")
 
 
 def test_errors(cache, origin, data):
@@ -308,6 +348,7 @@ def main():
         test_api(cache)
         test_reads(cache, data)
         test_threads(cache, data)
+        test_gil_released(work)
         test_errors(cache, origin, data)
         test_plans(cache, data)
         test_fork(cache, data)
