@@ -312,6 +312,28 @@ void rewrite_settled(const test::fs::path& p, const test::Bytes& bytes, int vers
 
 std::uint64_t nvme_resident(const Cache& cache) { return cache.stats().tiers.back().resident_samples; }
 
+// The first sample no memory tier holds (want.size() if there is none).
+SampleId first_not_in_memory(OwnerCache& cache, std::size_t samples) {
+    SampleId id = 0;
+    while (id < samples && cache.resident_checksum(id)) ++id;
+    return id;
+}
+
+// Reads `id` while the nvme writer is paused: true if the read was still waiting 100 ms later
+// (for a queued write), then resumes the writer; `got` receives the bytes once it is done.
+bool read_waits_for_writer(OwnerCache& cache, SampleId id, test::Bytes& got) {
+    std::atomic<bool> read_done{false};
+    std::thread reader([&] {
+        cache.read(id, 0, got);
+        read_done = true;
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    const bool waited = !read_done.load();
+    cache.pause_nvme_writes_for_testing(false);
+    reader.join();
+    return waited;
+}
+
 }  // namespace
 
 TEST_CASE("write-through: a miss answers while its nvme write waits; the write lands later", "[tiers][nvme][writer]") {
@@ -448,19 +470,10 @@ TEST_CASE("write-through: with no memory tier room, a copy is queued; a reader o
     CHECK(cache.stats().nvme_writes_queued > 0);
     // A read of a sample whose only copy waits in the queue: it waits for the write (one origin
     // read per sample, as with a fetch in flight), then reads nvme.
-    SampleId queued = 0;
-    while (cache.resident_checksum(queued)) ++queued;  // one that only nvme will hold
+    const SampleId queued = first_not_in_memory(cache, want.size());  // one that only nvme will hold
     REQUIRE(queued < want.size());
-    std::atomic<bool> read_done{false};
     test::Bytes got(want[queued].size());
-    std::thread reader([&] {
-        cache.read(queued, 0, got);
-        read_done = true;
-    });
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    CHECK_FALSE(read_done.load());
-    cache.pause_nvme_writes_for_testing(false);
-    reader.join();
+    CHECK(read_waits_for_writer(cache, queued, got));
     CHECK(got == want[queued]);
     cache.wait_for_nvme_writes();
     CHECK(epoch(cache, want, 2) == 0);
@@ -483,19 +496,10 @@ TEST_CASE("write-through: an extent demoted while its write is queued is read fr
     CHECK(s.tiers.front().used_bytes <= s.tiers.front().capacity_bytes);
     CHECK(s.tiers.front().resident_samples > 0);  // not emptied for extents it could not make room for
     // A demoted extent, on no tier while its write waits: its reader waits for the write.
-    SampleId demoted = 0;
-    while (demoted < want.size() && cache.resident_checksum(demoted)) ++demoted;
+    const SampleId demoted = first_not_in_memory(cache, want.size());
     REQUIRE(demoted < want.size());
-    std::atomic<bool> read_done{false};
     test::Bytes got(want[demoted].size());
-    std::thread reader([&] {
-        cache.read(demoted, 0, got);
-        read_done = true;
-    });
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    CHECK_FALSE(read_done.load());
-    cache.pause_nvme_writes_for_testing(false);
-    reader.join();
+    CHECK(read_waits_for_writer(cache, demoted, got));
     CHECK(got == want[demoted]);
     cache.wait_for_nvme_writes();
     CHECK(epoch(cache, want, 2) == 0);
