@@ -480,6 +480,33 @@ TEST_CASE("write-through: with no memory tier room, a copy is queued; a reader o
     CHECK(cache.stats().origin_bytes_read == total);
 }
 
+TEST_CASE("write-through: an extent demoted with no copy on nvme is read from its queued copy, not the origin", "[tiers][nvme][writer]") {
+    test::TempDir dir;
+    const auto origin = dir / "origin";
+    for (int i = 0; i < 48; ++i) test::write_file(origin / ("f" + std::to_string(100 + i)), test::make_bytes(1700 + i, 8192));
+    test::fs::create_directories(dir / "nvme");
+    // dram holds 32 files (LRU); nvme 16 slabs of 16 KiB, one file each, the oldest evicted.
+    auto cache = Cache::open(Config{}.origin(origin).dram("256KiB").policy("lru").nvme(dir / "nvme", "256KiB"));
+    const auto want = origin_bytes(cache, origin);
+    test::Bytes got(8192);
+    for (SampleId id = 0; id < 48; ++id) {  // each written before the next read: no write lags
+        REQUIRE(cache.read(id, 0, got) == got.size());
+        cache.wait_for_nvme_writes();
+    }
+    // dram holds 16..47; nvme the last 16 writes (8..15 demoted, 40..47 written through), so
+    // 16..31 are in dram only. Reading 0 demotes 16: its copy waits in the paused queue, 16 on
+    // no tier. Its reader waits for that write (demote marked it in flight) and reads nvme.
+    cache.pause_nvme_writes_for_testing(true);
+    REQUIRE(cache.read(0, 0, got) == got.size());
+    CHECK(got == want[0]);
+    REQUIRE(!cache.resident_checksum(16));
+    const std::uint64_t origin_before = cache.stats().origin_bytes_read;
+    CHECK(read_waits_for_writer(cache, 16, got));
+    CHECK(got == want[16]);
+    CHECK(cache.stats().origin_bytes_read == origin_before);
+    CHECK(cache.stats().tiers.back().hits > 0);
+}
+
 TEST_CASE("write-through: an extent demoted while its write is queued is read from that write, not the origin", "[tiers][nvme][writer]") {
     test::TempDir dir;
     const auto origin = dir / "origin";

@@ -731,6 +731,7 @@ private:
         std::uint64_t checksum = 0;
         std::uint32_t version = 0;     // the file's, when it was demoted: written only if still so
         bool erase = false;
+        bool single_flight = false;    // the write ends the extent's fetch (demote marked it in flight)
     };
 
     // The placement lock for one placement step. Disk I/O never runs under it: what the step
@@ -757,21 +758,24 @@ private:
 
     void run_deferred(DeferredNvme& w) noexcept {
         try {
-            // A demoted copy goes to the writer as well, if it has room; when full, it is written
-            // here, as it always was: it left memory, so nothing else would write it.
+            // A demoted copy goes to the writer as well, if it has room (it then ends the flight);
+            // when full, it is written here, as it always was: it left memory, so nothing else would.
             if (!w.erase && nvme_writer_ && version_of(w.extent).load() == w.version) {
-                NvmeWrite write{w.extent, {}, std::move(w.bytes), w.checksum, w.version};
+                NvmeWrite write{w.extent, {}, std::move(w.bytes), w.checksum, w.version, w.single_flight};
                 if (nvme_writer_->offer(std::move(write))) return;
                 w.bytes = std::move(write.owned);
             }
             if (!w.erase && version_of(w.extent).load() == w.version && put_nvme(w.extent, w.bytes, w.checksum) &&
-                version_of(w.extent).load() == w.version)
+                version_of(w.extent).load() == w.version) {
+                if (w.single_flight) end_flight(w.extent);
                 return;
+            }
             if (w.erase || version_of(w.extent).load() != w.version) nvme_->erase(w.extent);  // a copy dropped is always safe
         } catch (const std::exception& e) {
             log(LogLevel::warn, "nvme: ", w.erase ? "dropping" : "writing", " a copy of '", catalog_.path(catalog_.file_of(w.extent)),
                 "' at ", catalog_.extent_start(w.extent), ": ", e.what());
         }
+        if (w.single_flight) end_flight(w.extent);  // not stored: its next reader goes to the origin
     }
 
     // ---- placement: placement_mutex_ held ------------------------------------------------
@@ -825,8 +829,13 @@ private:
                 // Written through when it came in, as a rule (or its write-through, still queued,
                 // goes first and its readers wait for it); else a copy is written once the
                 // placement lock is let go (no disk I/O under it).
-                if (!nvme_->contains(e) && !await_write_through(e))
-                    deferred_nvme_.push_back({e, {from.bytes().begin(), from.bytes().end()}, checksum, version_of(e).load(), false});
+                if (!nvme_->contains(e) && !await_write_through(e)) {
+                    // On no tier until that copy lands: its fetch is in flight till then (run_deferred
+                    // ends it), so a reader meanwhile waits for the write, not the origin.
+                    const bool flight = fetching_[e].load() == 0;
+                    if (flight) fetching_[e].store(1);
+                    deferred_nvme_.push_back({e, {from.bytes().begin(), from.bytes().end()}, checksum, version_of(e).load(), false, flight});
+                }
                 placed = true;
             }
             if (placed) tier.counters().demotions.fetch_add(1, std::memory_order_relaxed);
@@ -908,6 +917,8 @@ private:
     Fetch begin_fetch(ExtentId e) {
         Placement placement(*this);
         if (fetching_[e].load() != 0) return {Fetch::wait};
+        // Landed on nvme since the caller looked there (a demoted copy's write): look again.
+        if (nvme_ && nvme_->contains(e)) return {Fetch::wait};
         for (std::size_t k = 0; k < memory_.size(); ++k) {
             if (memory_[k]->resident(e)) return {Fetch::wait};  // arrived meanwhile: look again
             if (std::byte* bytes = admit_into(k, e)) {
