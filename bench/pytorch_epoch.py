@@ -1,13 +1,24 @@
 #!/usr/bin/python3
 """Driver for bench/pytorch_epoch.sh: runs EPOCHS epochs of examples/pytorch/train_imagefolder.py's
-loop (ImageFolder of raw bytes, DataLoader, a fixed sleep per batch) and prints one JSON object
-per epoch. Before each epoch it evicts the origin's files from the page cache (so the origin
-is read from the disk, not from memory, as from a remote store; the rest of the page cache,
-torch's libraries included, stays), and it reports the bytes the cgroup CGROUP read from the
-disk during the epoch.
+loop (a DataLoader, a fixed sleep per batch) and prints one JSON object per epoch. Before each
+epoch it evicts the origin's files from the page cache (so the origin is read from the disk,
+not from memory, as from a remote store; the rest of the page cache, torch's libraries
+included, stays), and it reports the bytes the cgroup CGROUP read from the disk during the epoch.
 
-    pytorch_epoch.py ROOT --sampler plan|shuffle --evict ORIGIN --epochs 3 --batch-size 32 \
-        --workers 4 --compute-ms 10 --blkio-cgroup /sys/fs/cgroup/blkio/tc-bench-torch
+The loader (--loader):
+  imagefolder  torchvision ImageFolder over ROOT (a directory, or a tiercache mount of one) in a
+               DataLoader(num_workers=WORKERS), its order from --sampler
+  dataset      tiercache.torch.Dataset over tiercache.open(ROOT, dram=DRAM, share=SHARE) in the
+               same DataLoader (shuffle=True): the workers attach to the shared cache
+  epochloader  tiercache.torch.EpochLoader over that Dataset (THREADS I/O threads, DEPTH batches
+               ahead); it reads only, so decoding (--decode) happens in this loop
+Samples are the files' raw bytes as uint8 tensors, or with --decode the decoded images:
+torchvision.io.decode_jpeg, Resize(256), CenterCrop(224), float in [0, 1] (the same callable for
+every loader; in the DataLoader's workers for the first two).
+
+    pytorch_epoch.py ROOT --loader imagefolder --sampler plan|shuffle --evict ORIGIN --epochs 3 \
+        --batch-size 32 --workers 4 --compute-ms 10 --blkio-cgroup /sys/fs/cgroup/blkio/tc-bench-torch
+    pytorch_epoch.py ORIGIN --loader epochloader --decode --dram 1GiB --share NAME --threads 4 ...
 """
 import argparse
 import json
@@ -16,8 +27,48 @@ import sys
 import warnings
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples", "pytorch"))
+import torch  # noqa: E402
 import train_imagefolder as train  # noqa: E402
+from torchvision import datasets, transforms  # noqa: E402
+from torchvision.io import decode_jpeg  # noqa: E402
 from train_imagefolder import find_mount_root  # noqa: E402 (tiercache.torch's)
+
+import tiercache  # noqa: E402
+import tiercache.torch  # noqa: E402
+
+RESIZE = transforms.Compose([transforms.Resize(256, antialias=True), transforms.CenterCrop(224),
+                             transforms.ConvertImageDtype(torch.float)])
+
+
+def decode(data):
+    """A JPEG's bytes (a uint8 tensor) as a user's transform has it: 3 x 224 x 224 floats."""
+    return RESIZE(decode_jpeg(data))
+
+
+def as_tensor(data):
+    """bytes as a uint8 tensor, copied once as ImageFolder's raw-bytes loader does."""
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+
+
+def read_decoded(path):  # ImageFolder's loader with --decode
+    return decode(train.read_bytes(path))
+
+
+def decode_bytes(data):  # tiercache.torch.Dataset's decode with --decode
+    return decode(as_tensor(data))
+
+
+class EpochBatches:
+    """An EpochLoader as train.run_epoch takes a DataLoader: .sampler.set_epoch(), and batches as
+    (samples, targets); the samples are the Batch itself (its views) or, decoding, the stacked
+    decoded images (decoded here, in the training loop)."""
+
+    def __init__(self, loader, decoding):
+        self.sampler, self.decoding = loader, decoding
+
+    def __iter__(self):
+        for batch in self.sampler:
+            yield (torch.stack([decode(v) for v in batch]) if self.decoding else batch), batch.targets
 
 
 def disk_read_bytes(cgroup):
@@ -47,7 +98,13 @@ def evict(directory):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("root")
-    ap.add_argument("--sampler", choices=["plan", "shuffle"], required=True)
+    ap.add_argument("--loader", choices=["imagefolder", "dataset", "epochloader"], default="imagefolder")
+    ap.add_argument("--sampler", choices=["plan", "shuffle"], default="shuffle", help="imagefolder's order")
+    ap.add_argument("--decode", action="store_true", help="decode the JPEGs (else raw bytes)")
+    ap.add_argument("--dram", default="1GiB", help="dataset, epochloader: the cache's DRAM tier")
+    ap.add_argument("--share", help="dataset, epochloader: the cache's share name (the workers attach to it)")
+    ap.add_argument("--threads", type=int, default=4, help="epochloader: I/O threads")
+    ap.add_argument("--depth", type=int, default=4, help="epochloader: batches read ahead")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--workers", type=int, default=4)
@@ -58,17 +115,35 @@ def main():
                     "(left out: the origin stays warm, as a local dataset in the page cache)")
     args = ap.parse_args()
     warnings.filterwarnings("ignore", message="This DataLoader will create")  # 4 workers on 2 CPUs, on purpose
-
-    ds = train.make_dataset(args.root)
-    loader, _ = train.make_loader(ds, args.sampler, args.batch_size, args.workers, args.seed)
-    mount_root = find_mount_root(args.root)
-    for epoch in range(args.epochs):
-        if args.evict:
-            evict(args.evict)
-        before = disk_read_bytes(args.blkio_cgroup)
-        r = train.run_epoch(loader, epoch, args.compute_ms / 1000, mount_root)
-        r["disk_read_bytes"] = disk_read_bytes(args.blkio_cgroup) - before
-        print(json.dumps(r), flush=True)
+    collation = "decoded" if args.decode else "bytes"  # train.make_loader: stacked tensors, or a list
+    cache = None
+    if args.loader == "imagefolder":
+        ds = datasets.ImageFolder(args.root, loader=read_decoded) if args.decode else train.make_dataset(args.root)
+        loader, _ = train.make_loader(ds, args.sampler, args.batch_size, args.workers, args.seed, collation)
+    else:
+        cache = tiercache.open(args.root, dram=args.dram, share=args.share)
+        ds = tiercache.torch.Dataset(cache, decode=decode_bytes if args.decode else as_tensor)
+        if args.loader == "dataset":
+            loader, _ = train.make_loader(ds, "shuffle", args.batch_size, args.workers, args.seed, collation)
+        else:
+            loader = EpochBatches(tiercache.torch.EpochLoader(ds, batch_size=args.batch_size, seed=args.seed, shuffle=True,
+                                                              threads=args.threads, depth=args.depth), args.decode)
+    mount_root = find_mount_root(args.root) if args.loader == "imagefolder" else None
+    try:
+        for epoch in range(args.epochs):
+            if args.evict:
+                evict(args.evict)
+            before, cache_before = disk_read_bytes(args.blkio_cgroup), cache.stats() if cache else None
+            r = train.run_epoch(loader, epoch, args.compute_ms / 1000, mount_root)
+            r["disk_read_bytes"] = disk_read_bytes(args.blkio_cgroup) - before
+            if cache:
+                r["cache"] = train.stats_delta(cache_before, cache.stats())
+            if isinstance(loader, EpochBatches):
+                r["loader_stats"] = loader.sampler.stats()
+            print(json.dumps(r), flush=True)
+    finally:
+        if cache:
+            cache.close()
 
 
 if __name__ == "__main__":
