@@ -20,7 +20,9 @@
 #include <cerrno>
 #include <chrono>
 #include <memory>
+#include <mutex>
 #include <optional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -254,6 +256,200 @@ std::unique_ptr<PyCache> attach_cache(const std::string& name, py::object dir, d
     return std::make_unique<PyCache>(std::move(cache), py::dict("kind"_a = "attach", "args"_a = py::dict("name"_a = name, "dir"_a = dir, "timeout"_a = timeout)));
 }
 
+// ---- EpochLoader: an epoch's batches in the loader's pinned ring --------------------------
+//
+// A Batch exports its ring buffer through the buffer protocol (torch.frombuffer, numpy,
+// memoryview): no copy. Every view holds a reference to the Batch, and the buffer goes back to
+// the ring only when the Batch object goes, so a buffer is never refilled while a view of it is
+// alive; there is no release() to call early. next() fills a buffer no Batch holds: one still
+// alive (of this epoch or the one before) would make it wait forever, so it raises instead,
+// saying which batch is held.
+
+// The ring buffers that Batches alive in Python hold, and which batch each is (a ring's
+// buffer holds one batch at a time).
+struct HeldBuffers {
+    std::mutex mutex;
+    std::map<std::size_t, std::size_t> batch_in;  // protected by mutex: buffer -> the batch index holding it
+};
+
+class PyBatch {
+public:
+    PyBatch(tc::Batch batch, std::shared_ptr<HeldBuffers> held) : batch_(std::move(batch)), buffer_(batch_.buffer()), held_(std::move(held)) {
+        std::lock_guard lock(held_->mutex);
+        held_->batch_in[buffer_] = batch_.index();
+    }
+    PyBatch(const PyBatch&) = delete;
+    PyBatch& operator=(const PyBatch&) = delete;
+    ~PyBatch() {
+        if (::getpid() != pid_) {  // a fork's copy: the ring is the parent's (and its mutex maybe held at the fork)
+            new tc::Batch(std::move(batch_));
+            new std::shared_ptr<HeldBuffers>(std::move(held_));
+            return;
+        }
+        std::lock_guard lock(held_->mutex);
+        held_->batch_in.erase(buffer_);
+    }  // batch_ goes back to the ring here
+    const tc::Batch& batch() const noexcept { return batch_; }
+
+private:
+    tc::Batch batch_;
+    std::size_t buffer_;
+    std::shared_ptr<HeldBuffers> held_;
+    pid_t pid_ = ::getpid();
+};
+
+// A plan for the loader: a seed (the library's shuffle for `epoch`, sharded as set_plan does) or
+// a sequence of paths, ids or records in read order.
+struct LoaderPlan {
+    tc::EpochPlan plan;
+    std::vector<tc::Record> records;  // set when some entry is a record: the plan orders these
+};
+
+LoaderPlan loader_plan(const tc::Cache& cache, py::handle plan, std::uint64_t epoch, std::uint32_t rank, std::uint32_t world) {
+    if (is_id(plan)) return {tc::EpochPlan(cache.catalog().size(), plan.cast<std::uint64_t>(), epoch, rank, world), {}};
+    if (PyUnicode_Check(plan.ptr()) || PyBytes_Check(plan.ptr()))
+        throw py::type_error("tiercache: EpochLoader takes a seed (int) or a sequence of paths, ids or records, not one path");
+    bool any_record = false;
+    for (py::handle entry : py::reinterpret_borrow<py::iterable>(plan)) any_record = any_record || is_record(entry);
+    std::vector<tc::Record> records = records_of(cache, plan);
+    if (records.empty()) throw py::value_error("tiercache: EpochLoader: the plan is empty");
+    if (any_record) {
+        std::vector<tc::SampleId> positions(records.size());
+        for (std::size_t i = 0; i < positions.size(); ++i) positions[i] = static_cast<tc::SampleId>(i);
+        return {tc::EpochPlan::from_order(std::move(positions), records.size()), std::move(records)};
+    }
+    std::vector<tc::SampleId> ids;
+    ids.reserve(records.size());
+    for (const tc::Record& r : records) ids.push_back(r.file);
+    return {tc::EpochPlan::from_order(std::move(ids), cache.catalog().size()), {}};
+}
+
+// A ring of pinned batch buffers kept for a run: every epoch's loader given it reuses its memory.
+// A Python loop's variable holds the last batch of an epoch while the next epoch starts: when
+// that epoch needs larger buffers, the ring cannot grow under it (EpochLoader::take_ring), so
+// the run goes on with a new ring and the Batches alive keep the old one's memory until they go.
+class PyRing {
+public:
+    tc::PinnedRing& ring() noexcept { return ring_; }
+    const tc::PinnedRing& ring() const noexcept { return ring_; }
+    const std::shared_ptr<HeldBuffers>& held() const noexcept { return held_; }
+    std::size_t allocations() const { return earlier_allocations_ + ring_.allocations(); }
+
+    bool any_held() const {
+        std::lock_guard lock(held_->mutex);
+        return !held_->batch_in.empty();
+    }
+    void renew() {
+        earlier_allocations_ += ring_.allocations();
+        ring_ = tc::PinnedRing();
+        held_ = std::make_shared<HeldBuffers>();
+    }
+
+private:
+    tc::PinnedRing ring_;
+    std::shared_ptr<HeldBuffers> held_ = std::make_shared<HeldBuffers>();  // by every epoch's Batches
+    std::size_t earlier_allocations_ = 0;  // of the rings renew() replaced
+};
+
+class PyLoader {
+public:
+    PyLoader(const PyCache& cache, py::handle plan, std::size_t batch, std::size_t depth, std::size_t threads, bool drop_last,
+             std::size_t prefetch, py::handle device, std::shared_ptr<PyRing> ring, std::uint64_t epoch, std::uint32_t rank,
+             std::uint32_t world)
+        : cache_(cache.get()), ring_(std::move(ring)) {
+        tc::LoaderOptions options{.batch = batch, .depth = depth, .threads = threads, .drop_last = drop_last, .prefetch_window = prefetch};
+        if (device.is_none())
+            options.device = tc::LoaderOptions::kCurrentDevice;
+        else if (PyUnicode_Check(device.ptr()) && device.cast<std::string>() == "cpu")
+            options.device = tc::LoaderOptions::kHostOnly;
+        else if (is_id(device))
+            options.device = device.cast<int>();
+        else
+            throw py::value_error("tiercache: EpochLoader device is None (the current CUDA device, else host memory), \"cpu\" or a CUDA "
+                                  "device index, not " + std::string(py::repr(device)));
+        const LoaderPlan made = loader_plan(*cache_, plan, epoch, rank, world);
+        auto make = [&] {
+            if (ring_) options.ring = &ring_->ring();
+            py::gil_scoped_release nogil;  // installs the plan, allocates and pins the ring
+            loader_ = made.records.empty() ? std::make_unique<tc::EpochLoader>(*cache_, made.plan, options)
+                                           : std::make_unique<tc::EpochLoader>(*cache_, made.records, made.plan, options);
+        };
+        try {
+            make();
+        } catch (const std::logic_error& e) {  // the ring must grow, or is another loader's, while a Batch holds it
+            const bool bad_input = dynamic_cast<const std::invalid_argument*>(&e) || dynamic_cast<const std::out_of_range*>(&e);
+            if (bad_input || !ring_ || !ring_->any_held()) throw;
+            ring_->renew();
+            make();
+        }
+        held_ = ring_ ? ring_->held() : std::make_shared<HeldBuffers>();
+    }
+    PyLoader(const PyLoader&) = delete;
+    PyLoader& operator=(const PyLoader&) = delete;
+    ~PyLoader() {
+        if (::getpid() != pid_) {  // a fork's copy: its threads are the parent's, not here to join
+            new std::unique_ptr<tc::EpochLoader>(std::move(loader_));
+            new std::shared_ptr<tc::Cache>(std::move(cache_));
+            return;
+        }
+        close();
+    }
+
+    // The next batch; StopIteration after the last. RuntimeError instead of waiting forever for
+    // a buffer a batch still alive holds.
+    std::unique_ptr<PyBatch> next() {
+        tc::EpochLoader& loader = get();
+        if (handed_ >= loader.batches()) throw py::stop_iteration();
+        const std::size_t buffer = loader.buffer_of(handed_);
+        if (held_by(buffer)) py::module_::import("gc").attr("collect")();  // one kept only by a reference cycle
+        if (const auto holder = held_by(buffer))
+            throw std::runtime_error("tiercache: EpochLoader: batch " + std::to_string(*holder) + " (this epoch's or the last's) is still "
+                                     "alive, a tensor or view of its bytes holding it, and its ring buffer is the one batch " +
+                                     std::to_string(handed_) + " goes in: hold at most depth - 1 = " + std::to_string(loader.depth() - 1) +
+                                     " batches, and copy what you keep (batch.data.clone())");
+        ++handed_;  // a batch that fails to read is skipped: the next call goes on after it
+        std::optional<tc::Batch> got;
+        {
+            py::gil_scoped_release nogil;
+            got = loader.next();
+        }
+        if (!got) throw py::stop_iteration();
+        return std::make_unique<PyBatch>(std::move(*got), held_);
+    }
+
+    tc::EpochLoader& get() const {
+        if (::getpid() != pid_) throw std::runtime_error("tiercache: this EpochLoader was made by process " + std::to_string(pid_) + ", not this one (a fork's copy)");
+        if (!loader_) throw py::value_error("tiercache: the EpochLoader is closed");
+        return *loader_;
+    }
+    void close() {
+        std::unique_ptr<tc::EpochLoader> last = std::move(loader_);
+        py::gil_scoped_release nogil;  // joins the threads
+        last.reset();
+    }
+
+private:
+    std::optional<std::size_t> held_by(std::size_t buffer) const {
+        std::lock_guard lock(held_->mutex);
+        const auto it = held_->batch_in.find(buffer);
+        return it == held_->batch_in.end() ? std::nullopt : std::optional(it->second);
+    }
+
+    std::shared_ptr<tc::Cache> cache_;  // kept open while the loader reads it
+    std::shared_ptr<PyRing> ring_;      // the run's ring, if given: outlives this loader
+    std::unique_ptr<tc::EpochLoader> loader_;
+    std::shared_ptr<HeldBuffers> held_;  // the ring's
+    std::size_t handed_ = 0;  // next() calls that took a batch
+    pid_t pid_ = ::getpid();
+};
+
+template <typename T>
+py::list list_of(std::span<const T> values) {
+    py::list out(values.size());
+    for (std::size_t i = 0; i < values.size(); ++i) out[i] = py::int_(values[i]);
+    return out;
+}
+
 void translate(std::exception_ptr error) {
     try {
         if (error) std::rethrow_exception(error);
@@ -406,6 +602,91 @@ The cache's counters, shaped like a mount's .tiercache/stats: {"tiers": {"dram":
             if (std::string(py::str(self.spec()["kind"])) == "attach") return "<tiercache.Cache attached to " + std::string(py::repr(args["name"])) + ">";
             return "<tiercache.Cache of " + std::string(py::repr(args["origin"])) + ">";
         });
+
+    py::class_<PyBatch>(m, "Batch", py::buffer_protocol(), R"(One batch from an EpochLoader: its samples' bytes back to back in a pinned ring buffer.
+
+Exports that buffer (bytes, uint8) with no copy: torch.frombuffer(batch, dtype=torch.uint8),
+numpy.frombuffer(batch, numpy.uint8), memoryview(batch). Every such view keeps the Batch
+alive, and its buffer goes back to the loader only when the Batch and all views of it are
+gone, so the loader never refills bytes a view can still see. Hold at most depth - 1 batches.)")
+        .def_buffer([](PyBatch& b) {
+            const auto bytes = b.batch().bytes();
+            // Writable, as torch.frombuffer wants: the bytes are this batch's alone, a copy from the cache.
+            return py::buffer_info(const_cast<std::byte*>(bytes.data()), 1, py::format_descriptor<std::uint8_t>::format(), 1,
+                                   {static_cast<py::ssize_t>(bytes.size())}, {1}, false);
+        })
+        .def_property_readonly("index", [](const PyBatch& b) { return b.batch().index(); }, "The batch's number in the epoch, from 0.")
+        .def_property_readonly("ids", [](const PyBatch& b) { return list_of(b.batch().ids()); }, "Each sample's file id.")
+        .def_property_readonly("offsets", [](const PyBatch& b) { return list_of(b.batch().offsets()); }, "Where each sample starts in the buffer.")
+        .def_property_readonly("sizes", [](const PyBatch& b) { return list_of(b.batch().sizes()); }, "Each sample's bytes.")
+        .def_property_readonly(
+            "records",
+            [](const PyBatch& b) {
+                py::list out;
+                for (const tc::Record& r : b.batch().records()) out.append(py::make_tuple(r.file, r.offset, r.length));
+                return out;
+            },
+            "Each sample as (file id, offset, length) in its file.")
+        .def_property_readonly("nbytes", [](const PyBatch& b) { return b.batch().bytes().size(); }, "The bytes of every sample together.")
+        .def("__len__", [](const PyBatch& b) { return b.batch().size(); }, "__len__() -> int\n\nThe samples in the batch.")
+        .def("__repr__", [](const PyBatch& b) {
+            return "<tiercache.Batch " + std::to_string(b.batch().index()) + ": " + std::to_string(b.batch().size()) + " samples, " +
+                   std::to_string(b.batch().bytes().size()) + " bytes>";
+        });
+
+    py::class_<PyRing, std::shared_ptr<PyRing>>(m, "PinnedRing", R"(PinnedRing() -> PinnedRing
+
+The batch buffers of a run, given to every epoch's EpochLoader (ring=...): pinned once at
+the first epoch, grown only for a larger batch, reused after.)")
+        .def(py::init<>())
+        .def_property_readonly("allocations", &PyRing::allocations,
+                               "Times its memory was allocated (a new ring's when it had to grow while a Batch held it).")
+        .def_property_readonly("depth", [](const PyRing& r) { return r.ring().depth(); }, "Its buffers.")
+        .def_property_readonly("buffer_bytes", [](const PyRing& r) { return r.ring().buffer_bytes(); }, "Each buffer's capacity.")
+        .def_property_readonly("device", [](const PyRing& r) { return r.ring().device(); },
+                               "The CUDA device it is pinned for; -1: host memory, or not allocated yet.");
+
+    py::class_<PyLoader>(m, "EpochLoader", R"(EpochLoader(cache, plan, *, batch=32, depth=4, threads=4, drop_last=False, prefetch=0,
+            device=None, ring=None, epoch=0, rank=0, world=1) -> EpochLoader
+
+One epoch of `cache` as whole batches in plan order, read by `threads` native threads into a
+ring of `depth` pinned buffers while Python consumes earlier ones; iterate it for Batch
+objects. `plan` is a seed (int: the library's shuffle for `epoch`, sharded as `rank` of
+`world`, like Cache.set_plan) or a sequence of paths, ids or records (path or id, offset,
+length) in read order; it is installed in the cache, which places by next use. prefetch: samples
+beyond the ring the cache brings in ahead. device: None (the current CUDA device, else host
+memory), "cpu" (mlock'ed host memory) or a CUDA device index. ring: a PinnedRing to reuse
+across epochs. A batch whose sample cannot be read raises its error (OSError...) from next();
+the next call goes on after it. RuntimeError, not a hang, when the buffer the next batch needs
+is held by a Batch still alive.)")
+        .def(py::init([](const PyCache& cache, py::handle plan, std::size_t batch, std::size_t depth, std::size_t threads, bool drop_last,
+                         std::size_t prefetch, py::handle device, std::shared_ptr<PyRing> ring, std::uint64_t epoch, std::uint32_t rank,
+                         std::uint32_t world) {
+                 return std::make_unique<PyLoader>(cache, plan, batch, depth, threads, drop_last, prefetch, device, std::move(ring), epoch, rank, world);
+             }),
+             "cache"_a, "plan"_a, py::kw_only(), "batch"_a = 32, "depth"_a = 4, "threads"_a = 4, "drop_last"_a = false, "prefetch"_a = 0,
+             "device"_a = py::none(), "ring"_a = nullptr, "epoch"_a = 0, "rank"_a = 0, "world"_a = 1)
+        .def("__iter__", [](py::object self) { return self; }, "__iter__() -> EpochLoader\n\nThe loader itself: one pass over the epoch.")
+        .def("__next__", &PyLoader::next, "__next__() -> Batch\n\nThe next batch, waiting (GIL released) until it is filled.")
+        .def("__len__", [](const PyLoader& l) { return l.get().batches(); }, "__len__() -> int\n\nThe batches in this epoch.")
+        .def_property_readonly("depth", [](const PyLoader& l) { return l.get().depth(); }, "The ring buffers this epoch uses.")
+        .def_property_readonly("memory", [](const PyLoader& l) { return l.get().memory_description(); },
+                               "The memory the ring is in, in words (pinned for a device, mlock'ed, or pageable and why).")
+        .def(
+            "stats",
+            [](const PyLoader& l) {
+                const tc::LoaderStats s = l.get().stats();
+                return py::dict("batches"_a = s.batches, "samples"_a = s.samples, "bytes"_a = s.bytes, "wait_s"_a = s.wait_seconds,
+                                "first_wait_s"_a = s.first_wait_seconds, "held_s"_a = s.held_seconds, "stall_fraction"_a = s.stall_fraction());
+            },
+            R"(stats() -> dict
+
+{"batches", "samples", "bytes": handed out; "wait_s": the consumer's time inside next(), of which
+"first_wait_s" for the first batch; "held_s": its time holding batches; "stall_fraction":
+wait_s / (wait_s + held_s), the share of its time the data cost it}.)")
+        .def("close", &PyLoader::close, "close()\n\nStops and joins the threads; batches still alive stay valid.")
+        .def("__enter__", [](py::object self) { return self; }, "__enter__() -> EpochLoader")
+        .def("__exit__", [](PyLoader& l, py::args) { l.close(); }, "__exit__(*exc_info)\n\nCloses the loader.");
 
     m.def("open", &open_cache, "origin"_a, "dram"_a = "1GiB", "nvme"_a = py::none(), py::kw_only(), "pmem"_a = py::none(),
           "cxl"_a = py::none(), "policy"_a = "plan", "extent"_a = "1MiB", "readahead"_a = 8, "share"_a = py::none(),

@@ -4,11 +4,14 @@
 //   plan order ──> I/O threads: cache.read() each sample into its batch's buffer ──> next()
 //                  (a ring of `depth` PinnedBuffers, each sized for the largest batch)
 //
-// Batch k fills buffer k % depth, contiguously, once batch k - depth has been released; the
+// Batch k fills buffer (base + k) % depth, contiguously, once batch k - depth has been released; the
 // threads take samples one at a time in plan order, so every thread helps fill the oldest
 // batch first and a slow sample delays only its own batch. next() waits for batch k, hands
 // it out as a move-only Batch (a view of its buffer), and the buffer goes back to the ring
-// when the Batch is destroyed or released. A Prefetcher, if asked for, warms the cache with
+// when the Batch is destroyed or released. An epoch on the run's ring starts (base) just after
+// a buffer a Batch of the epoch before still holds (a Python loop's variable keeps the last one
+// until the next batch comes), so that it needs that buffer only depth - 1 batches later.
+// A Prefetcher, if asked for, warms the cache with
 // the samples just beyond what the ring has taken.
 //
 // Stall accounting: the consumer's time inside next() (wait) against its time holding
@@ -249,7 +252,10 @@ struct EpochState {
     std::size_t batch = 1;              // samples per batch
     std::size_t batches = 0;
     std::uint64_t largest = 0;          // the largest batch's bytes
-    std::size_t depth = 1;              // ring buffers used: batch k in ring->buffers[k % depth]
+    std::size_t depth = 1;              // ring buffers used: batch k in ring->buffers[buffer(k)]
+    std::size_t base = 0;               // the buffer batch 0 goes in (take_ring)
+
+    std::size_t buffer(std::size_t k) const { return (base + k) % depth; }
 
     std::size_t first(std::size_t k) const { return k * batch; }
     std::size_t count(std::size_t k) const { return std::min(batch, records.size() - k * batch); }
@@ -276,8 +282,8 @@ struct EpochState {
         const std::uint64_t held = elapsed_ns(handed_out, LoaderClock::now());
         {
             std::lock_guard lock(ring->mutex);
-            ring->buffers[k % depth].held = false;
-            slots[k % depth].free_for = k + depth;
+            ring->buffers[buffer(k)].held = false;
+            slots[buffer(k)].free_for = k + depth;
             stats.held_seconds += static_cast<double>(held) / 1e9;
             if (counters) counters->held_ns.fetch_add(held, std::memory_order_relaxed);
         }
@@ -334,6 +340,8 @@ public:
     ~Batch() { release(); }
 
     std::size_t index() const noexcept { return index_; }  // the batch's number in the epoch, from 0
+    // The ring buffer it is in (EpochLoader::buffer_of); meaningless once released.
+    std::size_t buffer() const noexcept { return epoch_ ? epoch_->buffer(index_) : 0; }
     std::size_t size() const noexcept { return ids_.size(); }  // samples
     std::span<const SampleId> ids() const noexcept { return ids_; }  // each sample's file
     std::span<const Record> records() const noexcept { return records_; }  // each sample's bytes in its file
@@ -370,7 +378,7 @@ public:
     // memory, std::logic_error for a released Batch.
     void copy_to_device(void* device_dst, cudaStream_t stream) const {
         if (!epoch_) throw std::logic_error("loader: copy_to_device of a released (or moved-from) batch");
-        epoch_->ring->copy(index_ % epoch_->depth, index_, bytes_, device_dst, stream);
+        epoch_->ring->copy(epoch_->buffer(index_), index_, bytes_, device_dst, stream);
     }
 #endif
 
@@ -385,7 +393,7 @@ private:
         offsets_ = std::span<const std::uint64_t>(e.offsets).subspan(first, n);
         sizes_ = std::span<const std::uint64_t>(e.sizes).subspan(first, n);
         const std::size_t total = n == 0 ? 0 : static_cast<std::size_t>(offsets_[n - 1] + sizes_[n - 1]);
-        bytes_ = std::span<const std::byte>(e.ring->buffers[k % e.depth].memory.span()).first(total);
+        bytes_ = std::span<const std::byte>(e.ring->buffers[e.buffer(k)].memory.span()).first(total);
         handed_out_ = detail::LoaderClock::now();
     }
 
@@ -469,10 +477,10 @@ private:
         // No more buffers than batches: a short plan needs no deep ring.
         e.depth = std::min(options_.depth, std::max<std::size_t>(e.batches, 1));
         e.slots.resize(e.depth);
-        for (std::size_t i = 0; i < e.depth; ++i) e.slots[i].free_for = i;
         e.counters = &cache.loader_counters();
         e.ring = options_.ring ? options_.ring->state_ : std::make_shared<detail::RingState>();
         take_ring();  // last: nothing after it throws, so in_use is only set for a loader that exists
+        for (std::size_t k = 0; k < e.depth; ++k) e.slots[e.buffer(k)].free_for = k;
     }
 
     // Takes the ring for this epoch: pins it for the device at its first use, grows it for a
@@ -504,6 +512,7 @@ private:
             ring_note_ = r.shared ? "the run's ring, reused (allocated " + std::to_string(r.allocations) +
                                         (r.allocations == 1 ? " time" : " times") + "): "
                                   : "";
+            e.base = start_after_held(r, e.depth);
             r.in_use = true;
             return;
         }
@@ -536,7 +545,17 @@ private:
                          : grow ? "the run's ring, grown from " + format_size(old_capacity) + " to " + format_size(capacity) +
                                       " a buffer for this epoch's largest batch (" + format_size(e.largest) + "): "
                                 : "the run's ring, deepened from " + std::to_string(have) + " buffers: ";
+        e.base = start_after_held(r, e.depth);
         r.in_use = true;
+    }
+
+    // The buffer after the last one of [0, depth) a Batch of an earlier epoch holds, or 0: this
+    // epoch reaches a held buffer as late as it can. With r.mutex held.
+    static std::size_t start_after_held(const detail::RingState& r, std::size_t depth) {
+        std::size_t base = 0;
+        for (std::size_t i = 0; i < depth && i < r.buffers.size(); ++i)
+            if (r.buffers[i].held) base = (i + 1) % depth;
+        return base;
     }
 
     static std::vector<Record> whole_files(const Cache& cache, std::span<const SampleId> order) {
@@ -582,7 +601,7 @@ public:
         std::unique_lock lock(r.mutex);
         if (e.next_batch >= e.batches) return std::nullopt;
         const std::size_t k = e.next_batch++;
-        detail::EpochState::Slot& slot = e.slots[k % e.depth];
+        detail::EpochState::Slot& slot = e.slots[e.buffer(k)];
         r.ready_cv.wait(lock, [&] { return slot.batch == k && slot.remaining == 0; });
         const std::uint64_t waited = detail::elapsed_ns(start, detail::LoaderClock::now());
         e.stats.wait_seconds += static_cast<double>(waited) / 1e9;
@@ -598,7 +617,7 @@ public:
             advance_prefetch(frontier);
             std::rethrow_exception(error);
         }
-        r.buffers[k % e.depth].held = true;
+        r.buffers[e.buffer(k)].held = true;
         const std::size_t n = e.count(k);
         const std::uint64_t bytes = e.offsets[e.first(k) + n - 1] + e.sizes[e.first(k) + n - 1];
         e.stats.batches += 1;
@@ -620,6 +639,8 @@ public:
 
     std::size_t batches() const noexcept { return epoch_->batches; }  // in this epoch
     std::size_t depth() const noexcept { return epoch_->depth; }      // ring buffers it uses
+    // The ring buffer batch k is filled in: next() for k waits until no Batch holds it.
+    std::size_t buffer_of(std::size_t k) const noexcept { return epoch_->buffer(k); }
     // Each buffer's bytes: at least the largest batch's (more for a ring kept for the run).
     std::uint64_t buffer_bytes() const {
         std::lock_guard lock(epoch_->ring->mutex);
@@ -681,14 +702,14 @@ private:
                 std::unique_lock lock(r.mutex);
                 auto takeable = [&] {
                     if (e.stopping || e.next_position == e.records.size()) return true;
-                    const std::size_t kb = e.next_position / e.batch, i = kb % e.depth;
+                    const std::size_t kb = e.next_position / e.batch, i = e.buffer(kb);
                     return e.slots[i].free_for == kb && !r.buffers[i].held && !r.buffers[i].waiting;
                 };
                 r.work_cv.wait(lock, takeable);
                 if (e.stopping || e.next_position == e.records.size()) return;
                 p = e.next_position++;
                 k = p / e.batch;
-                const std::size_t i = k % e.depth;
+                const std::size_t i = e.buffer(k);
                 detail::EpochState::Slot& slot = e.slots[i];
                 if (p == e.first(k)) {  // the batch's first sample: the buffer is its now
                     slot.batch = k;
@@ -720,7 +741,7 @@ private:
             bool ready;
             {
                 std::lock_guard lock(r.mutex);
-                detail::EpochState::Slot& slot = e.slots[k % e.depth];
+                detail::EpochState::Slot& slot = e.slots[e.buffer(k)];
                 // Moved, not copied: the consumer must hold the last reference, as the
                 // exception is freed by whoever drops it last.
                 if (error && !slot.error) slot.error = std::move(error);

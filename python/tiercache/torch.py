@@ -1,4 +1,5 @@
-"""tiercache for PyTorch: a map-style Dataset over a tiercache Cache, and TiercacheSampler.
+"""tiercache for PyTorch: a map-style Dataset over a tiercache Cache, EpochLoader (batches in
+pinned memory from native threads, no worker processes), and TiercacheSampler.
 
 Dataset reads samples through the library (no mount needed), ImageFolder-style:
 
@@ -244,3 +245,177 @@ class Dataset(torch.utils.data.Dataset):
         state = self.__dict__.copy()
         state["_cache"], state["_pid"] = None, None
         return state
+
+
+class Batch:
+    """One batch from EpochLoader, its bytes where the loader's threads put them (no copy).
+
+    .data     1-D torch.uint8 tensor: every sample's bytes back to back, in the loader's pinned
+              ring buffer (page-locked for the CUDA device where there is one)
+    .offsets, .sizes   torch.int64 tensors: sample i is data[offsets[i]:offsets[i] + sizes[i]]
+    .indices  the dataset indices (or, over a Cache, the sample ids) in plan order
+    .targets  torch.int64 tensor of class indices (over a Dataset), else None
+    .index    the batch's number in the epoch
+
+    batch[i] and iteration give each sample as a uint8 view of .data. The ring buffer is reused
+    only once this Batch, .data and every view of it are gone: hold at most depth - 1 batches,
+    and clone() what you keep longer.
+    """
+
+    __slots__ = ("data", "offsets", "sizes", "indices", "targets", "index")
+
+    def __init__(self, data, offsets, sizes, indices, targets, index):
+        self.data, self.offsets, self.sizes = data, offsets, sizes
+        self.indices, self.targets, self.index = indices, targets, index
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"tiercache.torch.Batch: sample {i} of a batch of {len(self)}")
+        start = int(self.offsets[i])
+        return self.data[start:start + int(self.sizes[i])]
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    def to(self, device, non_blocking=True):
+        """This batch with .data (and .targets) on `device`. To a CUDA device the copy is
+        asynchronous (non_blocking) and reads the pinned buffer: the EpochLoader keeps that
+        buffer until the copy is done, so the CPU Batch may be dropped at once."""
+        device = torch.device(device)
+        if device.type == "cpu":
+            return self
+        data = self.data.to(device, non_blocking=non_blocking)
+        targets = None if self.targets is None else self.targets.to(device, non_blocking=non_blocking)
+        moved = Batch(data, self.offsets, self.sizes, self.indices, targets, self.index)
+        if device.type == "cuda" and non_blocking:
+            event = torch.cuda.Event()
+            event.record(torch.cuda.current_stream(device))
+            _in_flight.append((event, self.data))  # the buffer stays alive until the copy is done
+        return moved
+
+
+_in_flight = []  # (CUDA event, CPU tensor) of copies not known to be done
+
+
+def _reap_copies():
+    """Lets go of the pinned buffers whose device copies are done."""
+    _in_flight[:] = [(e, t) for e, t in _in_flight if not e.query()]
+
+
+class EpochLoader:
+    """An epoch's batches in plan order, read by native threads into pinned memory while the
+    training loop works on earlier ones (the C++ EpochLoader under the package): no worker
+    processes, no pickling, one copy from the cache into the batch buffer.
+
+        ds = tiercache.torch.Dataset(cache)
+        loader = tiercache.torch.EpochLoader(ds, batch_size=64, seed=0)
+        for epoch in range(epochs):
+            loader.set_epoch(epoch)
+            for batch in loader:                      # tiercache.torch.Batch
+                images = [decode(x) for x in batch]   # uint8 views, no copy
+                labels = batch.targets
+
+    source: a tiercache.torch.Dataset (its samples, ordered as TiercacheSampler orders them:
+        DistributedSampler's shuffle of seed + epoch, `rank` of `world`), or a tiercache.Cache
+        (every sample, the library's seeded shuffle, as Cache.set_plan(seed) gives it).
+    batch_size, drop_last: as DataLoader's. threads: native I/O threads. depth: batch buffers in
+        the ring (how far the threads may run ahead). prefetch: samples beyond the ring the cache
+        brings in ahead (0: off). device: None (the ring is pinned for the current CUDA device,
+        host memory without one), "cpu" (page-locked host memory) or a CUDA device index; the
+        batches are CPU tensors either way: batch.to("cuda") copies them without blocking.
+    The ring is allocated once for the run and reused by every epoch. The loader installs each
+    epoch's order in the cache, which then keeps what is read soonest. Errors: a sample that
+    cannot be read raises its OSError from the iteration, for its batch.
+    """
+
+    def __init__(self, source, batch_size=32, seed=0, shuffle=True, rank=None, world=None, drop_last=False,
+                 threads=4, depth=4, prefetch=0, device=None):
+        if isinstance(source, Dataset):
+            self.dataset, self.sampler = source, TiercacheSampler(source, seed=seed, shuffle=shuffle, rank=rank,
+                                                                  world=world, drop_last=drop_last)
+        elif isinstance(source, tiercache.Cache):
+            if not shuffle:
+                raise ValueError("tiercache.torch.EpochLoader: over a Cache the order is the library's seeded shuffle; "
+                                 "for another order, use a tiercache.torch.Dataset")
+            self.dataset, self.sampler = None, None
+            default_rank, default_world = _default_rank_world()
+            self.rank = default_rank if rank is None else rank
+            self.world = default_world if world is None else world
+        else:
+            raise TypeError(f"tiercache.torch.EpochLoader: a tiercache.torch.Dataset or a tiercache.Cache, "
+                            f"not {type(source).__name__}")
+        self.source, self.seed, self.batch_size, self.drop_last = source, seed, batch_size, drop_last
+        self.threads, self.depth, self.prefetch, self.device = threads, depth, prefetch, device
+        self.epoch = 0
+        self.ring = tiercache._tiercache.PinnedRing()
+        self._loader = None  # the native loader of the epoch under way
+        self._stats = None
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
+
+    @property
+    def cache(self):
+        return self.dataset.cache if self.dataset is not None else self.source
+
+    def __len__(self):
+        n = len(self.sampler) if self.sampler is not None else len(self.source) // self.world
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self):
+        if self._loader is not None:  # one loader on the ring at a time: the last epoch's ends here
+            self._loader.close()
+            self._loader = None
+        options = dict(batch=self.batch_size, depth=self.depth, threads=self.threads, drop_last=self.drop_last,
+                       prefetch=self.prefetch, device=self.device, ring=self.ring)
+        if self.dataset is not None:
+            order = self.sampler.indices()
+            samples = self.dataset.samples
+            loader = tiercache._tiercache.EpochLoader(self.cache, [samples[i][0] for i in order], **options)
+            targets = torch.tensor([samples[i][1] for i in order], dtype=torch.int64)
+        else:
+            loader = tiercache._tiercache.EpochLoader(self.cache, self.seed, epoch=self.epoch, rank=self.rank,
+                                                      world=self.world, **options)
+            order, targets = None, None
+        self._loader = loader
+        return _Epoch(loader, self.batch_size, self.depth, order, targets)
+
+    def stats(self):
+        """The epoch under way's (or the last one's) loader counters: "batches", "samples",
+        "bytes", "wait_s" (the loop's time waiting for batches), "held_s", "stall_fraction"."""
+        return self._loader.stats() if self._loader is not None else {}
+
+    @property
+    def memory(self):
+        """Where the ring is, in words (pinned for a device, page-locked, or pageable and why)."""
+        return self._loader.memory if self._loader is not None else None
+
+
+class _Epoch:
+    """One pass of an EpochLoader: Batch objects from its native loader. A batch that fails to
+    read raises from __next__, and the next call goes on after it (a generator would end)."""
+
+    def __init__(self, loader, batch_size, depth, order, targets):
+        self.loader, self.batch_size, self.depth, self.order, self.targets = loader, batch_size, depth, order, targets
+
+    def __iter__(self):
+        return self
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __next__(self):
+        _reap_copies()
+        while len(_in_flight) >= max(self.depth - 1, 1):  # device copies still reading buffers next() refills
+            _in_flight.pop(0)[0].synchronize()
+        native = next(self.loader)
+        first, n = native.index * self.batch_size, len(native)
+        data = torch.frombuffer(native, dtype=torch.uint8) if native.nbytes else torch.empty(0, dtype=torch.uint8)
+        return Batch(data, torch.tensor(native.offsets, dtype=torch.int64), torch.tensor(native.sizes, dtype=torch.int64),
+                     self.order[first:first + n] if self.order is not None else native.ids,
+                     self.targets[first:first + n] if self.targets is not None else None, native.index)
