@@ -35,7 +35,7 @@
 # options), BUILD_DIR (build), WORKLOAD (the name of bench/run's summary rows, pytorch).
 # Needs root (cgroups) and /usr/bin/python3 with torch and torchvision
 # (scripts/install-deps --torch). Prints a Markdown table and writes it to
-# bench/results/pytorch_epoch-<date>.md; with RESULT_JSON=FILE also the bench/run summary rows
+# bench/results/pytorch_epoch-<date>.md (the epochs' JSON lines next to it, .jsonl); with RESULT_JSON=FILE also the bench/run summary rows
 # (images/s of each configuration against native's; the EpochLoader's epoch time against the
 # compute alone). The mount, the cgroup, the shared cache's segment and the temporary files are
 # removed on every way out, Ctrl-C included.
@@ -180,5 +180,6 @@ report_args=(--dataset-bytes "$(du -sb "$origin" | cut -f1)" --note "$dataset_no
     --workers "$workers" --prefetch-threads "$prefetch_threads" --depth "$depth" --runs "$runs" --workload "${WORKLOAD:-pytorch}")
 [ -z "${RESULT_JSON:-}" ] || report_args+=(--json "$RESULT_JSON")
 "$python" bench/pytorch_report.py "$results" "${report_args[@]}" > "$report"
+cp "$results" "${report%.md}.jsonl"  # the epochs themselves: pytorch_report.py renders them again
 cat "$report"
 log "written to $report"
