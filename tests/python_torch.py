@@ -3,7 +3,8 @@
 through the package, with 2 forked workers (each attaches to the test's shared owner, or opens
 its own cache of a directory) and 2 spawned ones. Every epoch must see every sample exactly
 once, with the origin's bytes and ImageFolder's class index; TiercacheSampler over the Dataset
-gives its order to the cache (set_plan) and the loader follows it.
+gives its order to the cache (set_plan) and the loader follows it. A worker killed with SIGKILL
+while attached harms neither the owner nor the next epoch's workers.
 
   python_torch.py                 PYTHONPATH holds the built package (BUILD/python).
                                   Exits 0 when all is well, 1 with what was wrong, 77 (skipped)
@@ -13,6 +14,7 @@ import hashlib
 import os
 import random
 import shutil
+import signal
 import sys
 import tempfile
 
@@ -70,6 +72,19 @@ class Probe(tiercache.torch.Dataset):
         return (digest, pid, self.cache.attached), target
 
 
+class Killer(Probe):
+    """A worker that reads sample 7 kills itself with SIGKILL, right after attaching and reading it."""
+
+    def __getitem__(self, index):
+        item = super().__getitem__(index)
+        if index == 7 and os.getpid() != PARENT:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return item
+
+
+PARENT = os.getpid()
+
+
 def epoch(loader):
     """[(digest, target, pid, attached)] in the order the loader yielded them."""
     return [(digest, target, pid, attached) for batch in loader for (digest, pid, attached), target in batch]
@@ -125,6 +140,21 @@ def main():
             loader = DataLoader(ds, batch_size=5, sampler=sampler, num_workers=2, multiprocessing_context="fork", collate_fn=collate)
             check_epochs(ds, loader, digests, "TiercacheSampler over the Dataset", sampler=sampler, attached=True)
             check(sampler.mount_root is None and len(sampler.last_plan) == len(ds), "the sampler's plan went to the cache")
+
+            # A worker killed with SIGKILL mid-read, attached to the owner: the DataLoader says so, and the
+            # owner and the other readers go on as before.
+            killer = Killer(owner, decode=hashed)
+            loader = DataLoader(killer, batch_size=5, shuffle=True, num_workers=2, multiprocessing_context="fork", collate_fn=collate)
+            try:
+                epoch(loader)
+                died = None
+            except RuntimeError as e:
+                died = e
+            check(died is not None and ("killed by signal" in str(died) or "exited unexpectedly" in str(died)), f"a worker killed with SIGKILL: the DataLoader says so ({died})")
+            loader = DataLoader(ds, batch_size=7, shuffle=True, num_workers=2, multiprocessing_context="fork", collate_fn=collate)
+            check_epochs(ds, loader, digests, "shared owner, after a worker was killed", epochs=1, attached=True)
+            check(owner.read(ds.samples[3][0]) is not None and sha(owner.read(ds.samples[3][0])) == digests[ds.samples[3][0]],
+                  "the owner reads as before")
 
             sub = tiercache.torch.Dataset(owner, paths=[p for p in digests if p.startswith("class 1")])
             check(sub.classes == ["class 1 ü"] and len(sub) == 15 and set(sub.targets) == {0}, "paths=: only those, classes of them")

@@ -142,6 +142,17 @@ if grep -q '/dist-packages/tiercache/__init__.py$' "$work/files"; then
         || fail "the installed Python package does not import"
     [ "$out" = "$version /usr/lib/python3/dist-packages/tiercache/__init__.py" ] || fail "import tiercache: '$out'"
     echo "import tiercache: $out"
+    if env -u PYTHONPATH /usr/bin/python3 -c 'import torch' 2>/dev/null; then  # the EpochLoader, installed
+        mkdir -p "$work/pyds/c"
+        printf 'abc' > "$work/pyds/c/x"
+        printf 'defg' > "$work/pyds/c/y"
+        out=$(cd / && env -u PYTHONPATH /usr/bin/python3 -B -c 'import sys, tiercache, tiercache.torch as tt
+ds = tt.Dataset(tiercache.open(sys.argv[1], dram="8MiB"))
+print(sorted(bytes(x.numpy()).decode() for b in tt.EpochLoader(ds, batch_size=1, depth=2) for x in b))' "$work/pyds") \
+            || fail "tiercache.torch.EpochLoader from the installed package failed"
+        [ "$out" = "['abc', 'defg']" ] || fail "tiercache.torch.EpochLoader from the installed package: '$out'"
+        echo "tiercache.torch.EpochLoader from the installed package: $out"
+    fi
 else
     echo "(the package has no Python package: a build without TIERCACHE_BUILD_PYTHON)"
 fi
