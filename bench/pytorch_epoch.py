@@ -11,7 +11,7 @@ The loader (--loader):
   dataset      tiercache.torch.Dataset over tiercache.open(ROOT, dram=DRAM, share=SHARE) in the
                same DataLoader (shuffle=True): the workers attach to the shared cache
   epochloader  tiercache.torch.EpochLoader over that Dataset (THREADS I/O threads, DEPTH batches
-               ahead); it reads only, so decoding (--decode) happens in this loop
+               ahead); with --decode its decode threads (one a CPU) decode each batch ahead of this loop
 Samples are the files' raw bytes as uint8 tensors, or with --decode the decoded images:
 torchvision.io.decode_jpeg, Resize(256), CenterCrop(224), float in [0, 1] (the same callable for
 every loader; in the DataLoader's workers for the first two).
@@ -61,14 +61,14 @@ def decode_bytes(data):  # tiercache.torch.Dataset's decode with --decode
 class EpochBatches:
     """An EpochLoader as train.run_epoch takes a DataLoader: .sampler.set_epoch(), and batches as
     (samples, targets); the samples are the Batch itself (its views) or, decoding, the stacked
-    decoded images (decoded here, in the training loop)."""
+    decoded images (decoded by the loader's decode threads, ahead of this loop)."""
 
     def __init__(self, loader, decoding):
         self.sampler, self.decoding = loader, decoding
 
     def __iter__(self):
         for batch in self.sampler:
-            yield (torch.stack([decode(v) for v in batch]) if self.decoding else batch), batch.targets
+            yield (torch.stack(batch.samples) if self.decoding else batch), batch.targets
 
 
 def disk_read_bytes(cgroup):
@@ -127,7 +127,8 @@ def main():
             loader, _ = train.make_loader(ds, "shuffle", args.batch_size, args.workers, args.seed, collation)
         else:
             loader = EpochBatches(tiercache.torch.EpochLoader(ds, batch_size=args.batch_size, seed=args.seed, shuffle=True,
-                                                              threads=args.threads, depth=args.depth), args.decode)
+                                                              threads=args.threads, depth=args.depth,
+                                                              decode=decode if args.decode else None), args.decode)
     mount_root = find_mount_root(args.root) if args.loader == "imagefolder" else None
     try:
         for epoch in range(args.epochs):

@@ -8,7 +8,8 @@
 #   dataset      the same DataLoader(shuffle=True) over tiercache.torch.Dataset: no mount, a cache
 #                the loop opens with share=NAME (tiercache.open), its workers attach to it
 #   epochloader  tiercache.torch.EpochLoader over that Dataset (PREFETCH_THREADS I/O threads,
-#                DEPTH batches ahead), no workers: decoding, if any, is in the training loop
+#                DEPTH batches ahead), no workers: decoding, if any, by its decode threads (one
+#                a CPU) ahead of the training loop
 # DECODE=on decodes real JPEGs (torchvision.io.decode_jpeg, Resize, CenterCrop, to float) in
 # every loader: JPEGS=1 generates them (bench/make_jpegs.py, Pillow) in place of tiercache gen's
 # JPEG-sized noise. MODES runs several origins in one go on the same dataset, e.g. "0:0 50:40":

@@ -10,6 +10,7 @@ is an error, not a hang; a file gone from the origin fails its batch only.
                                   Exits 0 when all is well, 1 with what was wrong, 77 (skipped)
                                   when /usr/bin/python3 cannot import torch.
 """
+import hashlib
 import os
 import random
 import shutil
@@ -99,6 +100,38 @@ def main():
         rest = list(b.indices for b in iter(small))  # a new pass: the old one's batches are gone
         check(len(rest) == 9, f"after letting go, a new pass hands out every batch ({len(rest)})")
         del rest
+
+        # decode=: each batch's samples decoded on a thread pool ahead of the loop, its bytes given back.
+        def digest(view):
+            return hashlib.sha256(bytes(view.numpy())).hexdigest()
+
+        decoded = tiercache.torch.EpochLoader(ds, batch_size=8, seed=2, depth=3, decode=digest, decode_threads=3)
+        for epoch in range(2):
+            decoded.set_epoch(epoch)
+            want = tiercache.torch.TiercacheSampler(ds, seed=2)
+            want.set_epoch(epoch)
+            seen = [(i, d, b.data is None) for b in decoded for i, d in zip(b.indices, b)]
+            check([i for i, _, _ in seen] == want.indices(), f"decode=, epoch {epoch}: the sampler's order")
+            check(all(d == hashlib.sha256(data[ds.samples[i][0]]).hexdigest() and gone for i, d, gone in seen),
+                  f"decode=, epoch {epoch}: each sample decoded from the origin's bytes, the raw bytes given back")
+        partial = iter(decoded)  # a pass left midway, then a new one: no buffer stays held
+        next(partial)
+        check(sum(len(b) for b in decoded) == 90, "decode=: a pass after one left midway hands out every sample")
+        del partial
+
+        def fails_on_first(view, first=[]):
+            if not first:
+                first.append(1)
+                raise ValueError("decode failed on purpose")
+            return int(view.numel())
+
+        failing = tiercache.torch.EpochLoader(ds, batch_size=30, shuffle=False, depth=2, decode=fails_on_first, decode_threads=1)
+        it = iter(failing)
+        err = raises(ValueError, lambda: next(it))
+        rest = [len(b) for b in it]
+        check(err is not None and rest == [30, 30], f"decode=: a decode error raises for its batch ({err}), the pass goes on ({rest})")
+        decoded.close()
+        failing.close()
 
         # Over a Cache: the library's seeded shuffle, the order Cache.set_plan(seed) returns, sharded.
         for rank in range(2):

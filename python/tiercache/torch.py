@@ -33,10 +33,13 @@ Over a tiercache.torch.Dataset it gives the order to the dataset's cache (Cache.
 instead. When the dataset is neither that nor under a tiercache mount (no .tiercache/plan
 above its root), it warns once and is an ordinary sampler.
 """
+import collections
+import concurrent.futures
 import errno as errno_names
 import json
 import math
 import os
+import traceback
 import warnings
 
 import torch
@@ -260,13 +263,17 @@ class Batch:
     batch[i] and iteration give each sample as a uint8 view of .data. The ring buffer is reused
     only once this Batch, .data and every view of it are gone: hold at most depth - 1 batches,
     and clone() what you keep longer.
+
+    From an EpochLoader with decode=: .samples holds decode(view) of each sample, and batch[i]
+    and iteration give those; .data is None, its buffer given back once the batch was decoded.
     """
 
-    __slots__ = ("data", "offsets", "sizes", "indices", "targets", "index")
+    __slots__ = ("data", "offsets", "sizes", "indices", "targets", "index", "samples")
 
     def __init__(self, data, offsets, sizes, indices, targets, index):
         self.data, self.offsets, self.sizes = data, offsets, sizes
         self.indices, self.targets, self.index = indices, targets, index
+        self.samples = None
 
     def __len__(self):
         return len(self.indices)
@@ -274,6 +281,8 @@ class Batch:
     def __getitem__(self, i):
         if not -len(self) <= i < len(self):
             raise IndexError(f"tiercache.torch.Batch: sample {i} of a batch of {len(self)}")
+        if self.samples is not None:
+            return self.samples[i]
         start = int(self.offsets[i])
         return self.data[start:start + int(self.sizes[i])]
 
@@ -287,6 +296,8 @@ class Batch:
         device = torch.device(device)
         if device.type == "cpu":
             return self
+        if self.data is None:
+            raise ValueError("tiercache.torch.Batch.to: a decoded batch's samples are yours to move; its bytes are gone")
         data = self.data.to(device, non_blocking=non_blocking)
         targets = None if self.targets is None else self.targets.to(device, non_blocking=non_blocking)
         moved = Batch(data, self.offsets, self.sizes, self.indices, targets, self.index)
@@ -326,13 +337,17 @@ class EpochLoader:
         brings in ahead (0: off). device: None (the ring is pinned for the current CUDA device,
         host memory without one), "cpu" (page-locked host memory) or a CUDA device index; the
         batches are CPU tensors either way: batch.to("cuda") copies them without blocking.
+    decode: a callable(uint8 tensor) -> sample (torchvision.io.decode_jpeg and a transform...),
+        run on decode_threads threads (default: this process's CPUs) over the next depth - 1
+        batches while the loop works on this one (torch's ops let the GIL go); batch.samples
+        then holds the results, and each raw buffer goes back to the ring once decoded.
     The ring is allocated once for the run and reused by every epoch. The loader installs each
     epoch's order in the cache, which then keeps what is read soonest. Errors: a sample that
     cannot be read raises its OSError from the iteration, for its batch.
     """
 
     def __init__(self, source, batch_size=32, seed=0, shuffle=True, rank=None, world=None, drop_last=False,
-                 threads=4, depth=4, prefetch=0, device=None):
+                 threads=4, depth=4, prefetch=0, device=None, decode=None, decode_threads=None):
         if isinstance(source, Dataset):
             self.dataset, self.sampler = source, TiercacheSampler(source, seed=seed, shuffle=shuffle, rank=rank,
                                                                   world=world, drop_last=drop_last)
@@ -349,6 +364,12 @@ class EpochLoader:
                             f"not {type(source).__name__}")
         self.source, self.seed, self.batch_size, self.drop_last = source, seed, batch_size, drop_last
         self.threads, self.depth, self.prefetch, self.device = threads, depth, prefetch, device
+        if decode is not None and not callable(decode):
+            raise TypeError(f"tiercache.torch.EpochLoader: decode must be callable, not {type(decode).__name__}")
+        self.decode = decode
+        self.decode_threads = decode_threads or len(os.sched_getaffinity(0))
+        self._pool = None  # the decode threads, made at the first decoded pass
+        self._pass = None  # the last decoded pass
         self.epoch = 0
         self.ring = tiercache._tiercache.PinnedRing()
         self._loader = None  # the native loader of the epoch under way
@@ -368,6 +389,9 @@ class EpochLoader:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self):
+        if self._pass is not None:  # a pass left midway: its decodes let go of their buffers first
+            self._pass.drain()
+            self._pass = None
         if self._loader is not None:  # one loader on the ring at a time: the last epoch's ends here
             self._loader.close()
             self._loader = None
@@ -383,7 +407,25 @@ class EpochLoader:
                                                       world=self.world, **options)
             order, targets = None, None
         self._loader = loader
-        return _Epoch(loader, self.batch_size, self.depth, order, targets)
+        epoch = _Epoch(loader, self.batch_size, self.depth, order, targets)
+        if self.decode is None:
+            return epoch
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(self.decode_threads, thread_name_prefix="tiercache-decode")
+        self._pass = _Decoded(epoch, self.decode, self._pool, max(1, min(self.depth, len(loader)) - 1))
+        return self._pass
+
+    def close(self):
+        """Stops the native threads (batches still alive stay valid) and the decode threads."""
+        if self._pass is not None:
+            self._pass.drain()
+            self._pass = None
+        if self._loader is not None:
+            self._loader.close()
+            self._loader = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def stats(self):
         """The epoch under way's (or the last one's) loader counters: "batches", "samples",
@@ -419,3 +461,53 @@ class _Epoch:
         return Batch(data, torch.tensor(native.offsets, dtype=torch.int64), torch.tensor(native.sizes, dtype=torch.int64),
                      self.order[first:first + n] if self.order is not None else native.ids,
                      self.targets[first:first + n] if self.targets is not None else None, native.index)
+
+
+class _Decoded:
+    """A pass whose batches are decoded on a thread pool, `ahead` batches in advance: each
+    sample's decode is submitted as its batch arrives, and a batch is handed out once all its
+    samples are decoded, its raw bytes dropped (so its ring buffer can be refilled)."""
+
+    def __init__(self, epoch, decode, pool, ahead):
+        self.epoch, self.decode, self.pool, self.ahead = epoch, decode, pool, ahead
+        self.pending = collections.deque()  # (Batch, [futures]) or (None, the exception its read raised)
+        self.done = False
+
+    def __iter__(self):
+        return self
+
+    def __len__(self):
+        return len(self.epoch)
+
+    def drain(self):
+        """Waits for the decodes under way and drops their batches (a pass left midway)."""
+        for batch, futures in self.pending:
+            if batch is not None:
+                concurrent.futures.wait(futures)
+        self.pending.clear()
+        self.done = True
+
+    def __next__(self):
+        while len(self.pending) < self.ahead and not self.done:
+            try:
+                batch = next(self.epoch)
+            except StopIteration:
+                self.done = True
+                break
+            except Exception as e:  # this batch's read failed: raised in its turn, the pass goes on
+                self.pending.append((None, e))
+                break
+            self.pending.append((batch, [self.pool.submit(self.decode, view) for view in batch]))
+        if not self.pending:
+            raise StopIteration
+        batch, futures = self.pending.popleft()
+        if batch is None:
+            raise futures
+        concurrent.futures.wait(futures)  # all of them, so that no view outlives the batch when one fails
+        batch.data = None
+        for f in futures:
+            if (error := f.exception()) is not None:
+                traceback.clear_frames(error.__traceback__)  # its frames' locals (the view) would keep the buffer
+                raise error
+        batch.samples = [f.result() for f in futures]
+        return batch
