@@ -46,10 +46,10 @@ def main():
           f"{a.prefetch_threads} prefetch (mount) or I/O (EpochLoader) threads, EpochLoader depth {a.depth}. "
           f"Medians of {a.runs} runs; each configuration starts cold (a fresh mount or cache) and runs its epochs. "
           "Stall = time blocked in next(loader) / epoch time (for the EpochLoader with decoding on, its "
-          "next() includes the decoding, done in the training loop). Origin bytes = bytes read from the disk "
+          "next() includes waiting for its decode threads). Origin bytes = bytes read from the disk "
           "during the epoch (the cgroup's blkio counter) / dataset bytes. Decode on: torchvision.io.decode_jpeg, "
-          "Resize(256), CenterCrop(224), to float, in the DataLoader's workers, or the training loop for the "
-          "EpochLoader (its threads only read); decode off: each file's raw bytes as a uint8 tensor.")
+          "Resize(256), CenterCrop(224), to float, in the DataLoader's workers, or the EpochLoader's decode "
+          "threads (one a CPU, ahead of the loop); decode off: each file's raw bytes as a uint8 tensor.")
     for mbps, compute_ms, decode in groups:
         group = [r for r in rows if (r["origin_mbps"], r["compute_ms"], r["decode"]) == (mbps, compute_ms, decode)]
         summary += table(a, group, mbps, compute_ms, decode)

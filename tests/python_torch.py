@@ -156,6 +156,17 @@ def main():
             check(owner.read(ds.samples[3][0]) is not None and sha(owner.read(ds.samples[3][0])) == digests[ds.samples[3][0]],
                   "the owner reads as before")
 
+            # collate: a batch of raw samples as one tensor from each worker, as the EpochLoader's batches are.
+            raw = tiercache.torch.Dataset(owner)
+            loader = DataLoader(raw, batch_size=8, shuffle=True, num_workers=2, multiprocessing_context="fork",
+                                collate_fn=tiercache.torch.collate)
+            seen = []
+            for batch in loader:
+                check(isinstance(batch, tiercache.torch.Batch) and batch.data.dtype == torch.uint8 and len(batch) == len(batch.targets),
+                      "collate: a Batch of one uint8 tensor, with targets")
+                seen += [(sha(bytes(batch[i].numpy())), int(batch.targets[i])) for i in range(len(batch))]
+            check(sorted(seen) == sorted((digests[p], t) for p, t in raw.samples), "collate: every sample once, the origin's bytes, its class")
+
             sub = tiercache.torch.Dataset(owner, paths=[p for p in digests if p.startswith("class 1")])
             check(sub.classes == ["class 1 ü"] and len(sub) == 15 and set(sub.targets) == {0}, "paths=: only those, classes of them")
 
