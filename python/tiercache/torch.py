@@ -497,6 +497,15 @@ class _Decoded:
     def __len__(self):
         return len(self.epoch)
 
+    def _decode_one(self, holder):
+        # The view is taken out of the pool's work item before the result is set, so that once a
+        # batch's futures are done no reference to its buffer is left in the pool's threads.
+        view = holder.pop()
+        try:
+            return self.decode(view)
+        finally:
+            del view
+
     def drain(self):
         """Waits for the decodes under way and drops their batches (a pass left midway)."""
         for batch, futures in self.pending:
@@ -515,7 +524,7 @@ class _Decoded:
             except Exception as e:  # this batch's read failed: raised in its turn, the pass goes on
                 self.pending.append((None, e))
                 break
-            self.pending.append((batch, [self.pool.submit(self.decode, view) for view in batch]))
+            self.pending.append((batch, [self.pool.submit(self._decode_one, [view]) for view in batch]))
         if not self.pending:
             raise StopIteration
         batch, futures = self.pending.popleft()
