@@ -9,7 +9,8 @@ The loader (--loader):
   imagefolder  torchvision ImageFolder over ROOT (a directory, or a tiercache mount of one) in a
                DataLoader(num_workers=WORKERS), its order from --sampler
   dataset      tiercache.torch.Dataset over tiercache.open(ROOT, dram=DRAM, share=SHARE) in the
-               same DataLoader (shuffle=True): the workers attach to the shared cache
+               same DataLoader (shuffle=True): the workers attach to the shared cache; raw bytes
+               are collated by tiercache.torch.collate (one tensor a batch from each worker)
   epochloader  tiercache.torch.EpochLoader over that Dataset (THREADS I/O threads, DEPTH batches
                ahead); with --decode its decode threads (one a CPU) decode each batch ahead of this loop
 Samples are the files' raw bytes as uint8 tensors, or with --decode the decoded images:
@@ -71,6 +72,18 @@ class EpochBatches:
             yield (torch.stack(batch.samples) if self.decoding else batch), batch.targets
 
 
+class Collated:
+    """A DataLoader yielding tiercache.torch.Batch objects, as train.run_epoch takes one: batches
+    as (samples, targets)."""
+
+    def __init__(self, loader):
+        self.loader, self.sampler = loader, loader.sampler
+
+    def __iter__(self):
+        for batch in self.loader:
+            yield batch, batch.targets
+
+
 def disk_read_bytes(cgroup):
     """Bytes the cgroup's tasks read from block devices (blkio v1 throttle counters)."""
     total = 0
@@ -122,9 +135,13 @@ def main():
         loader, _ = train.make_loader(ds, args.sampler, args.batch_size, args.workers, args.seed, collation)
     else:
         cache = tiercache.open(args.root, dram=args.dram, share=args.share)
-        ds = tiercache.torch.Dataset(cache, decode=decode_bytes if args.decode else as_tensor)
-        if args.loader == "dataset":
+        ds = tiercache.torch.Dataset(cache, decode=decode_bytes if args.decode else None)
+        if args.loader == "dataset" and args.decode:
             loader, _ = train.make_loader(ds, "shuffle", args.batch_size, args.workers, args.seed, collation)
+        elif args.loader == "dataset":  # raw bytes, as the package says to load them: one tensor a batch
+            torch.manual_seed(args.seed)
+            loader = Collated(torch.utils.data.DataLoader(ds, batch_size=args.batch_size, num_workers=args.workers,
+                                                          shuffle=True, collate_fn=tiercache.torch.collate))
         else:
             loader = EpochBatches(tiercache.torch.EpochLoader(ds, batch_size=args.batch_size, seed=args.seed, shuffle=True,
                                                               threads=args.threads, depth=args.depth,

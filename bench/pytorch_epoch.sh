@@ -6,7 +6,8 @@
 #   mount        the same DataLoader(shuffle=True) through tiercache-fuse, no plan written
 #   plan         through tiercache-fuse with TiercacheSampler writing each epoch's order to the plan
 #   dataset      the same DataLoader(shuffle=True) over tiercache.torch.Dataset: no mount, a cache
-#                the loop opens with share=NAME (tiercache.open), its workers attach to it
+#                the loop opens with share=NAME (tiercache.open), its workers attach to it; raw
+#                bytes collated by tiercache.torch.collate (one tensor a batch from a worker)
 #   epochloader  tiercache.torch.EpochLoader over that Dataset (PREFETCH_THREADS I/O threads,
 #                DEPTH batches ahead), no workers: decoding, if any, by its decode threads (one
 #                a CPU) ahead of the training loop

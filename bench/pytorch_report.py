@@ -17,7 +17,7 @@ import statistics
 NAMES = {"native": "(i) native: ImageFolder + DataLoader(shuffle=True) on the origin",
          "mount": "(ii) ImageFolder + DataLoader(shuffle=True) on the tiercache mount, no plan",
          "plan": "ImageFolder + DataLoader on the tiercache mount, TiercacheSampler (plan)",
-         "dataset": "(iii) tiercache.torch.Dataset + DataLoader(shuffle=True), workers attached",
+         "dataset": "(iii) tiercache.torch.Dataset + DataLoader(shuffle=True), workers attached; raw bytes collated by tiercache.torch.collate",
          "epochloader": "(iv) tiercache.torch.EpochLoader"}
 TITLES = {"pytorch": "PyTorch ImageFolder + DataLoader",
           "python_loaders": "PyTorch loaders on real JPEGs: ImageFolder, the mount, tiercache.torch"}
