@@ -233,7 +233,14 @@ run, name, e, line, before, after = sys.argv[1:4] + [json.loads(a) for a in sys.
 d = lambda f: f(after) - f(before)
 dram = lambda s: s["tiers"][s["tier_order"][0]]
 print(run, name, e, line["seconds"], d(lambda s: s["origin"]["bytes_read"]), d(lambda s: dram(s)["hits"]),
-      d(lambda s: dram(s)["hits"] + dram(s)["misses"]))' \
+      d(lambda s: dram(s)["hits"] + dram(s)["misses"]))
+# Where the epoch went, for the log: what reached the daemon and where it was found.
+tier = lambda t, k: d(lambda s: s["tiers"][t][k])
+tiers = " ".join("%s hits %d misses %d read %.0f MiB" % (t, tier(t, "hits"), tier(t, "misses"), tier(t, "bytes_read") / 2**20)
+                 for t in after["tier_order"])
+prefetch = " ".join("%s %d" % (k, d(lambda s: s["prefetch"][k])) for k, v in after["prefetch"].items() if isinstance(v, int))
+print("larger_than_memory: %s epoch %s: %.2f s, fuse reads %d; %s; prefetch %s" % (name, e, line["seconds"],
+      d(lambda s: s["fuse"]["requests"].get("read", 0)), tiers, prefetch), file=sys.stderr)' \
             "$run" "$row" "$e" "$line" "$before" "$after" >> "$results"
     done
     # The nvme write-through's counters, for the log (what the writer had to skip).
