@@ -59,29 +59,18 @@ def decode_bytes(data):  # tiercache.torch.Dataset's decode with --decode
     return decode(as_tensor(data))
 
 
-class EpochBatches:
-    """An EpochLoader as train.run_epoch takes a DataLoader: .sampler.set_epoch(), and batches as
-    (samples, targets); the samples are the Batch itself (its views) or, decoding, the stacked
-    decoded images (decoded by the loader's decode threads, ahead of this loop)."""
+class Batches:
+    """Batches of tiercache.torch.Batch (from the EpochLoader, or a DataLoader collating with
+    tiercache.torch.collate) as train.run_epoch takes a DataLoader: .sampler (set_epoch() where
+    it has one), and batches as (samples, targets); the samples are the Batch itself (its views)
+    or, decoding, the stacked decoded images (decoded by the EpochLoader's threads, ahead of this loop)."""
 
-    def __init__(self, loader, decoding):
-        self.sampler, self.decoding = loader, decoding
+    def __init__(self, batches, sampler, decoding=False):
+        self.batches, self.sampler, self.decoding = batches, sampler, decoding
 
     def __iter__(self):
-        for batch in self.sampler:
+        for batch in self.batches:
             yield (torch.stack(batch.samples) if self.decoding else batch), batch.targets
-
-
-class Collated:
-    """A DataLoader yielding tiercache.torch.Batch objects, as train.run_epoch takes one: batches
-    as (samples, targets)."""
-
-    def __init__(self, loader):
-        self.loader, self.sampler = loader, loader.sampler
-
-    def __iter__(self):
-        for batch in self.loader:
-            yield batch, batch.targets
 
 
 def disk_read_bytes(cgroup):
@@ -140,12 +129,13 @@ def main():
             loader, _ = train.make_loader(ds, "shuffle", args.batch_size, args.workers, args.seed, collation)
         elif args.loader == "dataset":  # raw bytes, as the package says to load them: one tensor a batch
             torch.manual_seed(args.seed)
-            loader = Collated(torch.utils.data.DataLoader(ds, batch_size=args.batch_size, num_workers=args.workers,
-                                                          shuffle=True, collate_fn=tiercache.torch.collate))
+            collated = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, num_workers=args.workers, shuffle=True,
+                                                   collate_fn=tiercache.torch.collate)
+            loader = Batches(collated, collated.sampler)
         else:
-            loader = EpochBatches(tiercache.torch.EpochLoader(ds, batch_size=args.batch_size, seed=args.seed, shuffle=True,
-                                                              threads=args.threads, depth=args.depth,
-                                                              decode=decode if args.decode else None), args.decode)
+            epochs = tiercache.torch.EpochLoader(ds, batch_size=args.batch_size, seed=args.seed, shuffle=True,
+                                                 threads=args.threads, depth=args.depth, decode=decode if args.decode else None)
+            loader = Batches(epochs, epochs, args.decode)
     mount_root = find_mount_root(args.root) if args.loader == "imagefolder" else None
     try:
         for epoch in range(args.epochs):
@@ -156,7 +146,7 @@ def main():
             r["disk_read_bytes"] = disk_read_bytes(args.blkio_cgroup) - before
             if cache:
                 r["cache"] = train.stats_delta(cache_before, cache.stats())
-            if isinstance(loader, EpochBatches):
+            if args.loader == "epochloader":
                 r["loader_stats"] = loader.sampler.stats()
             print(json.dumps(r), flush=True)
     finally:
