@@ -13,11 +13,15 @@
 # Every mount configuration runs twice, once per MOUNT_MODES entry:
 #   off        --kernel-cache off (direct I/O: every read reaches the daemon); the readers run
 #              outside any cgroup, since the kernel keeps no page of the mount's files
-#   default    the mount as users mount it (kernel cache on: the kernel keeps the pages read);
-#              the readers run in the daemon's memory cgroup, so the page cache of the mount's
-#              files and the dram tier share one budget, as on a host where both live in one
-#              container (a reader cgroup of its own would give the page cache a second budget)
-# Its rows are named CONFIG (off) and CONFIG:default.
+#   default    the mount as users mount it (--kernel-cache auto: here off, since the dataset
+#              fits neither the dram tier nor the memory left beside it in the daemon's cgroup;
+#              the log says which); the readers run in the daemon's memory cgroup, so the page
+#              cache of the mount's files and the dram tier share one budget, as on a host where
+#              both live in one container (a reader cgroup of its own would give the page cache
+#              a second budget)
+#   on         as default with --kernel-cache on (the kernel keeps the pages read): not in the
+#              default MOUNT_MODES; what auto chose against
+# Its rows are named CONFIG (off), CONFIG:default and CONFIG:on.
 # The daemon runs in a memory cgroup of BUDGET + SLACK_MIB (128 MiB: its dram tier lives in
 # /dev/shm pages charged to it; the slack covers the segment's catalog and slots, its threads'
 # buffers and the origin's pages in flight; 48 MiB got it OOM-killed), so no side gets more
@@ -209,6 +213,7 @@ run_mount() {  # run config mode
     if [ "$mode" = off ]; then
         opts+=(--kernel-cache off)
     else
+        [ "$mode" = default ] || opts+=(--kernel-cache "$mode")
         row="$name:$mode"
         reader_in=(run_in tc-bench-daemon)  # the page cache of the mount's files counts with the tier
     fi
@@ -224,6 +229,7 @@ run_mount() {  # run config mode
     run_in tc-bench-daemon "$tc_fuse" "$origin" "$mnt" "${opts[@]}" --log "$work/fuse.log"
     for _ in $(seq 300); do [ -e "$mnt/.tiercache/stats" ] && break; sleep 0.1; done
     [ -e "$mnt/.tiercache/stats" ] || { log "the mount did not come up (see $work/fuse.log)"; exit 1; }
+    [ "$mode" != default ] || log "$row: $(grep -o 'kernel cache auto: .*' "$work/fuse.log" | tail -1)"
     for e in $(seq "$epochs"); do
         before="$(cat "$mnt/.tiercache/stats")"
         line="$("${reader_in[@]}" "$tc" bench read "$mnt" --readers "$readers" --seed "$((run * 100 + e))" --json "${records[@]}" "${read_opts[@]}")"

@@ -29,7 +29,7 @@ const CLI::Validator kNotNegative(
 std::string mountpoint_from(const std::string& config) {
     if (config.empty()) throw std::runtime_error("no MOUNTPOINT: give it, or --config FILE with [mount] mountpoint");
     const auto file = tiercache::ConfigFile::load(config);
-    const toml::table* mount = file.section("mount", {"mountpoint", "foreground", "kernel_cache", "threads", "log"});
+    const toml::table* mount = file.mount_section();
     const auto mountpoint = mount ? file.string_at(*mount, "mountpoint") : std::nullopt;
     if (!mountpoint) throw std::runtime_error(config + ": no [mount] mountpoint to take MOUNTPOINT from");
     return *mountpoint;

@@ -19,6 +19,7 @@
 
 #include "direct_io_mmap.hpp"
 #include "filesystem.hpp"
+#include "kernel_cache.hpp"
 #include "mount_options.hpp"
 #include "metrics_textfile.hpp"
 
@@ -36,7 +37,7 @@ struct Options {
     std::string policy = "plan";
     std::string extent = "1MiB";
     std::uint32_t readahead = 8;
-    std::string kernel_cache = "on";
+    std::string kernel_cache = "auto";  // on, off, or auto: chosen at mount (fuse/kernel_cache.hpp)
     std::string segment_dir = "/dev/shm";
     std::string log_file;
     std::string config_file;
@@ -119,8 +120,9 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(0u, tiercache::Config::kMaxReadahead))
         ->capture_default_str();
     app.add_option("--kernel-cache", opt.kernel_cache,
-                   "on: the kernel keeps file pages (warm reads need no request); off: every read reaches the cache")
-        ->check(CLI::IsMember({"on", "off"}))
+                   "on: the kernel keeps file pages (warm reads need no request); off: every read reaches the cache, "
+                   "as the plan orders; auto: on when the dataset fits the dram tier or the memory beside it, else off")
+        ->check(CLI::IsMember({"on", "off", "auto"}))
         ->capture_default_str();
     app.add_option("--threads", opt.threads, "FUSE worker threads at most")->check(CLI::Range(1u, 256u))->capture_default_str();
     app.add_flag("--allow-other", opt.allow_other,
@@ -190,13 +192,14 @@ int main(int argc, char** argv) {
         try {
             const auto file = tiercache::ConfigFile::load(opt.config_file);
             config = file.apply(config);
-            if (const toml::table* mount = file.section("mount", {"mountpoint", "foreground", "kernel_cache", "threads", "log",
-                                                                  "allow_other", "prefetch_threads", "prefetch_window", "prefetch_bytes",
-                                                                  "share", "group", "revalidate", "metrics_textfile",
-                                                                  "metrics_interval"})) {
+            if (const toml::table* mount = file.mount_section()) {
                 if (auto v = file.string_at(*mount, "mountpoint"); v && !given("MOUNTPOINT")) opt.mountpoint = *v;
                 if (auto v = file.bool_at(*mount, "foreground"); v && !given("--foreground")) opt.foreground = *v;
-                if (auto v = file.bool_at(*mount, "kernel_cache"); v && !given("--kernel-cache")) opt.kernel_cache = *v ? "on" : "off";
+                if (const toml::node* v = mount->get("kernel_cache"); v != nullptr && !given("--kernel-cache")) {
+                    if (auto on = v->value_exact<bool>()) opt.kernel_cache = *on ? "on" : "off";
+                    else if (v->value_exact<std::string>() == "auto") opt.kernel_cache = "auto";
+                    else file.fail(*v, "kernel_cache must be true, false or \"auto\"");
+                }
                 if (auto v = file.string_at(*mount, "log"); v && !given("--log")) opt.log_file = *v;
                 if (auto v = file.bool_at(*mount, "allow_other"); v && !given("--allow-other")) opt.allow_other = *v;
                 if (auto v = file.string_at(*mount, "share"); v && !given("--share")) opt.share = *v;
@@ -298,9 +301,16 @@ int main(int argc, char** argv) {
     } catch (const std::exception& e) {
         die(e.what());
     }
+    if (opt.kernel_cache == "auto") {  // needs the dataset's size: the catalog has it now
+        const auto choice = tiercache::fuse::choose_kernel_cache(cache->catalog().total_bytes(), config.dram_bytes(),
+                                                                 tiercache::fuse::page_cache_room(config.dram_bytes()));
+        opt.kernel_cache = choice.on ? "on" : "off";
+        tiercache::log(tiercache::LogLevel::info, "kernel cache auto: ", opt.kernel_cache, ", ", choice.why);
+    }
+    const bool kernel_cache = opt.kernel_cache == "on";
     if (caching_off)
         tiercache::log(tiercache::LogLevel::info, "caching off (--dram 0, no other tier): every read the kernel passes on reads the origin",
-                       opt.kernel_cache == "on" ? "; the kernel's page cache still keeps what was read (--kernel-cache off: none)" : "");
+                       kernel_cache ? "; the kernel's page cache still keeps what was read (--kernel-cache off: none)" : "");
 
     tiercache::PrefetchOptions prefetch;
     try {
@@ -308,13 +318,13 @@ int main(int argc, char** argv) {
         std::uint64_t bytes = std::max<std::uint64_t>(std::min<std::uint64_t>(config.dram_bytes() / 4, 1ull << 30), 1);
         if (!opt.prefetch_bytes.empty() && (bytes = tiercache::parse_size(opt.prefetch_bytes)) == 0)
             throw std::invalid_argument("'" + opt.prefetch_bytes + "' is no room at all");
-        prefetch.threads(opt.prefetch_threads).window_samples(opt.prefetch_window).window_bytes(bytes).page_cache_reads(opt.kernel_cache == "on");
+        prefetch.threads(opt.prefetch_threads).window_samples(opt.prefetch_window).window_bytes(bytes).page_cache_reads(kernel_cache);
         prefetch.validate();
     } catch (const std::invalid_argument& e) {
         die(std::string("--prefetch-bytes: ") + e.what());
     }
 
-    tiercache::fuse::Filesystem filesystem(*cache, {.kernel_cache = opt.kernel_cache == "on", .prefetch = prefetch,
+    tiercache::fuse::Filesystem filesystem(*cache, {.kernel_cache = kernel_cache, .prefetch = prefetch,
                                                     .revalidate_s = opt.revalidate_s, .mountpoint = mountpoint});
 
     // Checked before mounting: a missing or unwritable directory is an error now, not later.
@@ -351,7 +361,7 @@ int main(int argc, char** argv) {
     tiercache::log(tiercache::LogLevel::info, "mounted ", origin, " at ", mountpoint);
     // Direct I/O (kernel cache off) refuses shared maps unless INIT allows them; the kernel's
     // INIT waits on /dev/fuse until the loop reads it, after this.
-    if (opt.kernel_cache == "off") tiercache::fuse::ask_direct_io_mmap(session.se);
+    if (!kernel_cache) tiercache::fuse::ask_direct_io_mmap(session.se);
 
     if (fuse_daemonize(opt.foreground ? 1 : 0) != 0) die("cannot go to the background");
     filesystem.set_session(session.se);

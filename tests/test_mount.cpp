@@ -447,12 +447,56 @@ TEST_CASE("a config file mounts with its tiers and options, and flags override i
     CHECK(stats["fuse"]["kernel_cache"] == false);
 }
 
+TEST_CASE("kernel cache auto (the default): on for a dataset memory holds, off for one larger, as the log and stats say", "[mount][config]") {
+    test::TempDir dir;
+    const path small = dir / "small", large = dir / "large";
+    test::write_file(small / "a.bin", test::make_bytes(1, 300 * 1024));
+    // 1 TiB, sparse: more than any machine's memory, with 64 MiB extents a few thousand slots.
+    const std::uint64_t size = std::uint64_t{1} << 40;
+    test::fs::create_directories(large);
+    const auto marks = test::make_bytes(2, 256 * 1024);
+    {
+        std::ofstream out(large / "huge.bin", std::ios::binary);
+        out.seekp(static_cast<std::streamoff>(size - marks.size()));
+        out.write(reinterpret_cast<const char*>(marks.data()), static_cast<std::streamsize>(marks.size()));
+    }
+    REQUIRE(test::fs::file_size(large / "huge.bin") == size);
+    {
+        test::Mount mnt(small, dir / "mnt", {"--dram", "16MiB"});
+        CHECK(test::slurp(mnt / "a.bin") == test::slurp(small / "a.bin"));
+        CHECK(mnt.stats()["fuse"]["kernel_cache"] == true);
+        CHECK_THAT(mnt.log(), Catch::Contains("kernel cache auto: on, the dataset") && Catch::Contains("fits the dram tier"));
+    }
+    const auto config = dir / "auto.toml";
+    std::ofstream(config) << "[mount]\nkernel_cache = \"auto\"\n";
+    for (const bool from_config : {false, true}) {
+        INFO((from_config ? "kernel_cache = \"auto\" in the config file" : "no option"));
+        std::vector<std::string> options = {"--dram", "4MiB", "--extent", "64MiB"};
+        if (from_config) options.insert(options.end(), {"--config", config.string()});
+        test::Mount mnt(large, dir / (from_config ? "mnt-config" : "mnt-auto"), options);  // a log each
+        CHECK(mnt.stats()["fuse"]["kernel_cache"] == false);
+        CHECK_THAT(mnt.log(), Catch::Contains("kernel cache auto: off") && Catch::Contains("fits neither the dram tier"));
+        // Off: direct I/O, and still the origin's bytes.
+        std::ifstream in(mnt / "huge.bin", std::ios::binary);
+        in.seekg(static_cast<std::streamoff>(size - marks.size()));
+        test::Bytes got(marks.size());
+        in.read(reinterpret_cast<char*>(got.data()), static_cast<std::streamsize>(got.size()));
+        CHECK(got == marks);
+    }
+    // An explicit choice is kept whatever the sizes.
+    test::Mount mnt(large, dir / "mnt-on", {"--dram", "4MiB", "--extent", "64MiB", "--kernel-cache", "on"});
+    CHECK(mnt.stats()["fuse"]["kernel_cache"] == true);
+    CHECK_THAT(mnt.log(), !Catch::Contains("kernel cache auto"));
+}
+
 TEST_CASE("a malformed config file or tier flag is an error naming the line or the value", "[mount][config][errors]") {
     test::TempDir dir;
     test::write_file(dir / "origin/x", test::make_bytes(1, 10));
     test::fs::create_directories(dir / "mnt");
     const auto config = dir / "tc.toml";
     std::ofstream(config) << "[[tier]]\nkind = \"dram\"\nsize = \"12XB\"\n";
+    const auto kernel_cache_config = dir / "kc.toml";
+    std::ofstream(kernel_cache_config) << "[mount]\nkernel_cache = \"maybe\"\n";
     const std::string bin = test::fuse_binary(), o = (dir / "origin").string(), m = (dir / "mnt").string();
     struct Case {
         std::vector<std::string> args;
@@ -465,6 +509,7 @@ TEST_CASE("a malformed config file or tier flag is an error naming the line or t
         {{o, m, "--pmem", "1GiB"}, {"--pmem '1GiB'", "DIR:SIZE"}},
         {{o, m, "--cxl", "7:1GiB"}, {"NUMA node 7 does not exist"}},
         {{o, m, "--cxl", "0:12XB"}, {"cxl tier", "'12XB'"}},
+        {{o, m, "--config", kernel_cache_config.string()}, {kernel_cache_config.string() + ":2:", "kernel_cache must be true, false or \"auto\""}},
     };
     for (const auto& c : cases) {
         std::vector<std::string> argv = {bin};
@@ -509,7 +554,9 @@ TEST_CASE("tiercache tiers shows the host and checks a config; stats and warm ta
                           << "[[tier]]\nkind = \"dram\"\nsize = \"8MiB\"\n"
                           << "[[tier]]\nkind = \"cxl\"\nnode = 0\nsize = \"4MiB\"\n"
                           << "[[tier]]\nkind = \"nvme\"\npath = \"" << (dir / "nvme").string() << "\"\nsize = \"32MiB\"\n"
-                          << "[mount]\nmountpoint = \"" << (dir / "mnt").string() << "\"\n";
+                          << "[mount]\nmountpoint = \"" << (dir / "mnt").string() << "\"\n"
+                          // The daemon's other options: the tool must take the same file.
+                          << "kernel_cache = \"auto\"\nprefetch_threads = 2\nallow_other = false\nrevalidate = 0\n";
     const std::string cli = TIERCACHE_CLI_BIN;
     const auto tiers = test::run({cli, "tiers", "--json", "--config", config.string()});
     REQUIRE(tiers.status == 0);

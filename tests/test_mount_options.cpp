@@ -26,7 +26,7 @@ struct DaemonApp {
         app.add_option("--dram", dram);
         app.add_option("--nvme", nvme);
         app.add_option("--config", config);
-        app.add_option("--kernel-cache", kernel_cache)->check(CLI::IsMember({"on", "off"}));
+        app.add_option("--kernel-cache", kernel_cache)->check(CLI::IsMember({"on", "off", "auto"}));
         app.add_flag("--allow-other", allow_other);
     }
     void parse(const Args& args) { app.parse(Args(args.rbegin(), args.rend())); }

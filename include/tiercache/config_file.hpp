@@ -17,7 +17,7 @@
 //
 //   [mount]                  # tiercache-fuse's own options
 //   mountpoint = "/mnt/ds"
-//   kernel_cache = true
+//   kernel_cache = "auto"    # or true, false (--kernel-cache)
 //   threads = 4
 //   prefetch_threads = 4     # reading ahead in the plan's order; 0: off
 //   prefetch_window = 1024   # samples ahead of the reader
@@ -30,6 +30,7 @@
 #include <initializer_list>
 #include <iterator>
 #include <optional>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -227,6 +228,17 @@ public:
 
     // A table's keys for a program's own options (e.g. "mount"), each checked against `allowed`.
     const toml::table* section(std::string_view name, std::initializer_list<std::string_view> allowed) const {
+        return section(name, std::span(allowed.begin(), allowed.size()));
+    }
+
+    // [mount], tiercache-fuse's own options. One list for the daemon, which reads them all, and
+    // for `tiercache`, which reads only the mountpoint but must take every file the daemon does.
+    static constexpr std::string_view kMountKeys[] = {
+        "mountpoint",       "foreground",      "kernel_cache", "threads", "log",    "allow_other",      "prefetch_threads",
+        "prefetch_window",  "prefetch_bytes",  "share",        "group",   "revalidate", "metrics_textfile", "metrics_interval"};
+    const toml::table* mount_section() const { return section("mount", kMountKeys); }
+
+    const toml::table* section(std::string_view name, std::span<const std::string_view> allowed) const {
         const toml::node* node = table_.get(name);
         if (node == nullptr) return nullptr;
         const toml::table* t = node->as_table();
@@ -294,6 +306,9 @@ private:
     }
 
     void check_keys(const toml::table& t, const std::string& prefix, std::initializer_list<std::string_view> allowed) const {
+        check_keys(t, prefix, std::span(allowed.begin(), allowed.size()));
+    }
+    void check_keys(const toml::table& t, const std::string& prefix, std::span<const std::string_view> allowed) const {
         for (const auto& [key, node] : t) {
             bool known = false;
             for (auto a : allowed) known |= key.str() == a;
