@@ -3,7 +3,8 @@
 # readers, three ways measured side by side in the same invocation (DESIGN.md section 7: report
 # ratios):
 #   native       the origin directory, through the kernel page cache (warm);
-#   mount        a warm tiercache mount (tiercache-fuse --dram DRAM, kernel cache on);
+#   mount        a warm tiercache mount (tiercache-fuse --dram DRAM, default options: kernel cache
+#                auto, so on, the dataset fitting the dram tier);
 #   passthrough  a second mount of the same origin with caching off (--dram 0 --kernel-cache off):
 #                a plain FUSE passthrough, every read through FUSE to the origin.
 #
