@@ -810,6 +810,7 @@ private:
         for (std::size_t j = first; j < last; ++j) {
             std::byte* block = admit_into(j, e);
             if (block == nullptr) continue;
+            populate_for_write({block, bytes.size()});  // fewer faults inside the copy, under the lock
             std::memcpy(block, bytes.data(), bytes.size());
             SampleRef ref = memory_[j]->publish(e, block, checksum);
             if (counted == Counted::promotion) memory_[j]->counters().promotions.fetch_add(1, std::memory_order_relaxed);
@@ -963,6 +964,7 @@ private:
         MemoryTier& tier = *memory_[fetch.tier];
         const std::uint64_t size = catalog_.extent_length(e);
         try {
+            populate_for_write({fetch.bytes, size});  // its pages, in one call: not a fault each inside the read
             read_extent(e, {fetch.bytes, size});
         } catch (...) {
             {
